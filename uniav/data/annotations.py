@@ -1,0 +1,288 @@
+"""Annotation files: ActivityNet-style JSON (all three datasets) and DESED's TSV.
+
+JSON layout (the layout of the real datasets' files; ``classes``, ``fps`` and ``label_id`` are
+optional)::
+
+    {"classes": ["Dog", "Speech", ...],
+     "database": {"<video>": {"subset": "training", "duration": 42.5, "fps": 16.0,
+                              "annotations": [{"segment": [t0, t1], "label": "Dog",
+                                               "label_id": 0}, ...]}}}
+
+The class list is, in order of preference: the top-level ``classes``; the ``label_id``
+numbering of the annotations; the sorted set of labels.  It does not depend on the subset, so
+every split of a dataset sees the same class indices.
+
+Validation (each failure is an :class:`~uniav.errors.InputError` naming file, video and field):
+missing keys, non-numeric or NaN segment bounds, reversed or zero-length segments, segments
+outside ``[0, duration]`` beyond ``range_tolerance`` seconds (within it they are clamped),
+labels not in the class list, inconsistent ``label_id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from uniav.errors import InputError
+
+#: Segments shorter than this (seconds) are degenerate.
+MIN_SEGMENT_LENGTH = 1e-3
+
+
+@dataclass(frozen=True)
+class VideoAnnotation:
+    """The ground truth of one video.
+
+    Attributes:
+        video_id: the video id (as in the annotation file).
+        subset: the ``subset`` it belongs to.
+        duration: length in seconds.
+        fps: frame rate recorded in the file, if any.
+        segments: (N, 2) float64 array of [start, end] in seconds.
+        labels: N class names.
+    """
+
+    video_id: str
+    subset: str
+    duration: float
+    fps: float | None
+    segments: np.ndarray
+    labels: tuple[str, ...]
+
+    def label_ids(self, classes: list[str]) -> np.ndarray:
+        """Class indices of the labels, shape (N,), int64."""
+        index = {name: i for i, name in enumerate(classes)}
+        return np.asarray([index[label] for label in self.labels], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class AnnotationDB:
+    """All videos of one annotation file."""
+
+    path: Path
+    classes: list[str]
+    videos: dict[str, VideoAnnotation] = field(repr=False)
+
+    @property
+    def subsets(self) -> set[str]:
+        return {v.subset for v in self.videos.values()}
+
+    def subset(self, name: str) -> list[VideoAnnotation]:
+        """Videos of one subset, in file order.
+
+        Raises:
+            InputError: if no video belongs to ``name``.
+        """
+        videos = [v for v in self.videos.values() if v.subset == name]
+        if not videos:
+            known = ", ".join(sorted(self.subsets)) or "none"
+            raise InputError(f"subset {name!r} has no videos (subsets in the file: {known})",
+                             file=self.path, field="subset")
+        return videos
+
+
+def load_annotations(path: str | Path, *, classes: list[str] | None = None,
+                     range_tolerance: float = 1.0) -> AnnotationDB:
+    """Read and validate an ActivityNet-style annotation JSON.
+
+    Args:
+        path: the JSON file.
+        classes: the class list to use; by default it comes from the file (see module docs).
+        range_tolerance: seconds a segment may stick out of ``[0, duration]`` before it is an
+            error; within the tolerance it is clamped.
+
+    Returns:
+        The :class:`AnnotationDB`.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("annotation file not found", file=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        raise InputError("expected a JSON object with a 'database' mapping", file=path,
+                         field="database")
+    database: dict[str, Any] = data["database"]
+    if classes is None:
+        classes = _class_list(path, data)
+    class_set = set(classes)
+    videos = {}
+    for video_id, entry in database.items():
+        videos[video_id] = _parse_video(path, video_id, entry, class_set, range_tolerance)
+    return AnnotationDB(path=path, classes=list(classes), videos=videos)
+
+
+def _class_list(path: Path, data: dict[str, Any]) -> list[str]:
+    if "classes" in data:
+        classes = data["classes"]
+        if (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise InputError("'classes' must be a list of distinct strings", file=path,
+                             field="classes")
+        return classes
+    ids: dict[str, int] = {}
+    labels: set[str] = set()
+    for video_id, entry in data["database"].items():
+        for i, ann in enumerate(entry.get("annotations", []) if isinstance(entry, dict) else []):
+            if not isinstance(ann, dict) or not isinstance(ann.get("label"), str):
+                continue  # reported with its location by _parse_video
+            labels.add(ann["label"])
+            if "label_id" in ann:
+                label_id = ann["label_id"]
+                if ann["label"] in ids and ids[ann["label"]] != label_id:
+                    raise InputError(f"label {ann['label']!r} has label_id {label_id} here but "
+                                     f"{ids[ann['label']]} elsewhere", file=path, video=video_id,
+                                     field=f"annotations[{i}].label_id")
+                ids[ann["label"]] = label_id
+    if ids and len(ids) == len(labels):
+        by_id: dict[int, str] = {}
+        for label, label_id in ids.items():
+            if not isinstance(label_id, int) or isinstance(label_id, bool) or label_id < 0:
+                raise InputError(f"label_id of {label!r} must be a non-negative integer",
+                                 file=path, field="label_id")
+            if label_id in by_id:
+                raise InputError(f"labels {by_id[label_id]!r} and {label!r} share label_id "
+                                 f"{label_id}", file=path, field="label_id")
+            by_id[label_id] = label
+        if sorted(by_id) != list(range(len(by_id))):
+            raise InputError("label_id values are not 0..K-1 without gaps; add a 'classes' list",
+                             file=path, field="label_id")
+        return [by_id[i] for i in range(len(by_id))]
+    return sorted(labels)
+
+
+def _number(value: Any, *, path: Path, video: str, field_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"expected a finite number, got {value!r}", file=path, video=video,
+                         field=field_name)
+    return float(value)
+
+
+def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
+                 range_tolerance: float) -> VideoAnnotation:
+    if not isinstance(entry, dict):
+        raise InputError("expected an object", file=path, video=video_id)
+    for key in ("subset", "duration"):
+        if key not in entry:
+            raise InputError(f"missing '{key}'", file=path, video=video_id, field=key)
+    subset = entry["subset"]
+    if not isinstance(subset, str):
+        raise InputError(f"expected a string, got {subset!r}", file=path, video=video_id,
+                         field="subset")
+    duration = _number(entry["duration"], path=path, video=video_id, field_name="duration")
+    if duration <= 0:
+        raise InputError(f"duration must be positive, got {duration}", file=path, video=video_id,
+                         field="duration")
+    fps = entry.get("fps")
+    if fps is not None:
+        fps = _number(fps, path=path, video=video_id, field_name="fps")
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise InputError("expected a list", file=path, video=video_id, field="annotations")
+    segments = np.zeros((len(annotations), 2), dtype=np.float64)
+    labels = []
+    for i, ann in enumerate(annotations):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise InputError("expected an object", file=path, video=video_id, field=where)
+        for key in ("segment", "label"):
+            if key not in ann:
+                raise InputError(f"missing '{key}'", file=path, video=video_id,
+                                 field=f"{where}.{key}")
+        segment = ann["segment"]
+        if not isinstance(segment, (list, tuple)) or len(segment) != 2:
+            raise InputError(f"expected [start, end], got {segment!r}", file=path, video=video_id,
+                             field=f"{where}.segment")
+        start, end = (_number(v, path=path, video=video_id, field_name=f"{where}.segment")
+                      for v in segment)
+        if end < start:
+            raise InputError(f"reversed segment [{start}, {end}]", file=path, video=video_id,
+                             field=f"{where}.segment")
+        if end - start < MIN_SEGMENT_LENGTH:
+            raise InputError(f"zero-length segment [{start}, {end}]", file=path, video=video_id,
+                             field=f"{where}.segment")
+        if start < -range_tolerance or end > duration + range_tolerance or start >= duration:
+            raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
+                             file=path, video=video_id, field=f"{where}.segment")
+        segments[i] = (max(start, 0.0), min(end, duration))
+        label = ann["label"]
+        if not isinstance(label, str):
+            raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,
+                             field=f"{where}.label")
+        if label not in classes:
+            raise InputError(f"unknown label {label!r} (not in the class list)", file=path,
+                             video=video_id, field=f"{where}.label")
+        labels.append(label)
+    return VideoAnnotation(video_id=video_id, subset=subset, duration=duration, fps=fps,
+                           segments=segments, labels=tuple(labels))
+
+
+def duplicate_mask(segments: np.ndarray, labels: Iterable[Any], tol: float = 1e-3) -> np.ndarray:
+    """Boolean mask of annotations that repeat an earlier one (same label, both bounds within
+    ``tol``).  ActivityNet 1.3 has such duplicates; removing them is an explicit option."""
+    labels = list(labels)
+    keep_first = np.zeros(len(labels), dtype=bool)
+    for i in range(len(labels)):
+        for j in range(i):
+            if (not keep_first[j] and labels[i] == labels[j]
+                    and abs(segments[i, 0] - segments[j, 0]) <= tol
+                    and abs(segments[i, 1] - segments[j, 1]) <= tol):
+                keep_first[i] = True
+                break
+    return keep_first
+
+
+def read_desed_tsv(path: str | Path, durations: dict[str, float], subset: str,
+                   classes: list[str], range_tolerance: float = 1.0) -> AnnotationDB:
+    """Read a DESED ground-truth TSV (``filename onset offset event_label``, header line).
+
+    Args:
+        path: the TSV.
+        durations: clip duration in seconds by file name (with or without ``.wav``).
+        subset: subset name given to every clip.
+        classes: the class list.
+        range_tolerance: as in :func:`load_annotations`.
+
+    Returns:
+        An :class:`AnnotationDB`; clip ids are file names without the extension.
+    """
+    path = Path(path)
+    database: dict[str, dict[str, Any]] = {}
+    durations = {Path(k).stem: float(v) for k, v in durations.items()}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except FileNotFoundError:
+        raise InputError("annotation file not found", file=path) from None
+    if not rows or [c.strip() for c in rows[0][:4]] != ["filename", "onset", "offset", "event_label"]:
+        raise InputError("expected a header 'filename onset offset event_label'", file=path,
+                         field="header")
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not row[0].strip():
+            continue
+        clip = Path(row[0].strip()).stem
+        if clip not in durations:
+            raise InputError("no duration known for this clip", file=path, video=clip,
+                             field="filename")
+        entry = database.setdefault(clip, {"subset": subset, "duration": durations[clip],
+                                           "annotations": []})
+        if len(row) < 4 or not row[1].strip():  # a clip without events
+            continue
+        try:
+            onset, offset = float(row[1]), float(row[2])
+        except ValueError:
+            raise InputError(f"line {line}: onset/offset are not numbers: {row[1:3]}", file=path,
+                             video=clip, field="onset") from None
+        entry["annotations"].append({"segment": [onset, offset], "label": row[3].strip()})
+    class_set = set(classes)
+    videos = {clip: _parse_video(path, clip, entry, class_set, range_tolerance)
+              for clip, entry in database.items()}
+    return AnnotationDB(path=path, classes=list(classes), videos=videos)
