@@ -1,0 +1,54 @@
+"""Losses (DESIGN section 6.8): sigmoid focal loss and the centre-DIoU 1-D regression loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Summed sigmoid focal loss (RetinaNet) over all elements.
+
+    Args:
+        logits: any shape.
+        targets: same shape, in [0, 1] (soft targets allowed: label smoothing).
+        alpha: weight of the positive term (negative: no weighting).
+        gamma: focusing exponent.
+
+    Returns:
+        A scalar tensor (float32).
+    """
+    logits = logits.float()
+    targets = targets.float()
+    probs = torch.sigmoid(logits)
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probs * targets + (1 - probs) * (1 - targets)
+    loss = cross_entropy * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.sum()
+
+
+def centre_diou_loss(predicted: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
+                     ) -> torch.Tensor:
+    """Summed distance-IoU loss for 1-D segments given as (left, right) distances from a shared
+    centre point: ``1 - IoU + (centre distance / enclosing length)^2``.
+
+    Args:
+        predicted: (N, 2) non-negative distances.
+        target: (N, 2) non-negative distances.
+
+    Returns:
+        A scalar tensor (0 when N is 0).
+    """
+    predicted = predicted.float()
+    target = target.float()
+    pred_left, pred_right = predicted.unbind(-1)
+    target_left, target_right = target.unbind(-1)
+    intersection = torch.minimum(pred_left, target_left) + torch.minimum(pred_right, target_right)
+    union = pred_left + pred_right + target_left + target_right - intersection
+    iou = intersection / union.clamp(min=eps)
+    enclosing = torch.maximum(pred_left, target_left) + torch.maximum(pred_right, target_right)
+    centre_offset = 0.5 * (pred_right - pred_left - target_right + target_left)
+    return (1.0 - iou + (centre_offset / enclosing.clamp(min=eps)).square()).sum()

@@ -1,0 +1,232 @@
+"""The UniAV network: backbone + heads, returning raw outputs; and its training losses.
+
+The model knows nothing about seconds, NMS or metrics: :meth:`UniAV.forward` returns per-level
+logits and offsets (decoded by :mod:`uniav.postprocess`), :meth:`UniAV.loss` assigns targets and
+computes the losses.  Everything it needs at run time - prompt embeddings, loss normalisers -
+lives in its ``state_dict``; :class:`ModelSpec` (plain data) is enough to rebuild it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from uniav.config import ModelConfig, _convert
+from uniav.model.backbone import AudioVisualBackbone
+from uniav.model.heads import ClassificationHead, RegressionHead
+from uniav.model.losses import centre_diou_loss, sigmoid_focal_loss
+from uniav.model.targets import PyramidPoints, assign_targets, pad_instances, pyramid_points
+
+
+@dataclass(frozen=True)
+class TaskHeadConfig:
+    """What the network needs to know about one task."""
+
+    num_classes: int
+    max_seq_len: int
+    class_aware: bool
+    label_smoothing: float
+    init_loss_norm: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a :class:`UniAV` (stored in checkpoints as plain data)."""
+
+    model: ModelConfig
+    tasks: dict[str, TaskHeadConfig]
+    visual_dim: int
+    audio_dim: int
+    text_dim: int
+    position_interpolation: str = "beyond_table"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-compatible data."""
+        data = asdict(self)
+        data["model"]["arch"] = list(data["model"]["arch"])
+        data["model"]["regression_ranges"] = [list(r) for r in data["model"]["regression_ranges"]]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        """Inverse of :meth:`to_dict` (validated)."""
+        return _convert(cls, data, "model_spec")
+
+
+@dataclass
+class ModelOutput:
+    """Raw outputs for one task, one entry per pyramid level.
+
+    Attributes:
+        cls_logits: (B, T_l, K) per level.
+        offsets: (B, T_l, 2), or (B, T_l, K, 2) for class-aware tasks; distances in units of
+            the level's stride.
+        masks: (B, T_l) bool per level.
+        level_strides: stride of each level (grid steps per point).
+        visual_features, audio_features: (B, C, T_l) backbone outputs per level.
+    """
+
+    cls_logits: list[torch.Tensor]
+    offsets: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    level_strides: list[int]
+    visual_features: list[torch.Tensor] = field(default_factory=list)
+    audio_features: list[torch.Tensor] = field(default_factory=list)
+
+
+class TaskScalars(nn.Module):
+    """One persistent float buffer per task (the loss normalisers)."""
+
+    def __init__(self, values: dict[str, float]):
+        super().__init__()
+        for task, value in values.items():
+            self.register_buffer(task, torch.tensor(float(value), dtype=torch.float64))
+
+    def __getitem__(self, task: str) -> torch.Tensor:
+        return getattr(self, task)
+
+
+class UniAV(nn.Module):
+    """The multi-task audio-visual localisation network (DESIGN section 6).
+
+    Args:
+        spec: architecture, tasks and input widths.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        cfg = spec.model
+        self.task_names = list(spec.tasks)
+        self.backbone = AudioVisualBackbone(
+            spec.visual_dim, spec.audio_dim, cfg.embd_dim, cfg.n_head,
+            {t: h.max_seq_len for t, h in spec.tasks.items()}, arch=tuple(cfg.arch),
+            scale_factor=cfg.scale_factor, kernel_size=cfg.embd_kernel_size,
+            with_ln=cfg.embd_with_ln, use_abs_pe=cfg.use_abs_pe, droppath=cfg.droppath,
+            dropout=cfg.dropout, task_experts=cfg.task_experts,
+            position_interpolation=spec.position_interpolation)
+        self.level_strides = self.backbone.level_strides
+        if len(cfg.regression_ranges) != len(self.level_strides):
+            raise ValueError(f"{len(cfg.regression_ranges)} regression ranges for "
+                             f"{len(self.level_strides)} pyramid levels")
+        for task, head in spec.tasks.items():
+            if head.max_seq_len % self.level_strides[-1]:
+                raise ValueError(f"task {task!r}: max_seq_len {head.max_seq_len} is not divisible "
+                                 f"by the largest stride {self.level_strides[-1]}")
+        self.cls_head = ClassificationHead(
+            2 * cfg.embd_dim, cfg.head_dim, {t: h.num_classes for t, h in spec.tasks.items()},
+            num_layers=cfg.head_num_layers - 1, kernel_size=cfg.head_kernel_size,
+            with_ln=cfg.head_with_ln, classifier=cfg.classifier, text_dim=spec.text_dim,
+            prior_prob=cfg.cls_prior_prob)
+        self.reg_head = RegressionHead(
+            2 * cfg.embd_dim, cfg.head_dim,
+            {t: (h.num_classes, h.class_aware) for t, h in spec.tasks.items()},
+            num_layers=cfg.head_num_layers - 1, kernel_size=cfg.head_kernel_size,
+            with_ln=cfg.head_with_ln, num_levels=len(self.level_strides))
+        self.loss_normalizers = TaskScalars({t: h.init_loss_norm for t, h in spec.tasks.items()})
+        self._points_cache: dict[tuple[int, str], PyramidPoints] = {}
+
+    # ---- prompts ---------------------------------------------------------------------------
+
+    def set_text_embeddings(self, task: str, embeddings: torch.Tensor) -> None:
+        """Install the (K, D) prompt embeddings of ``task`` (prompt classifier only)."""
+        if self.spec.model.classifier != "prompt":
+            return
+        self.cls_head.prompts.set(task, embeddings)
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor, task: str
+                ) -> ModelOutput:
+        """Run the network on one task's batch.
+
+        Args:
+            visual: (B, Cv, T) features, zero-padded; T divisible by the largest stride.
+            audio: (B, Ca, T).
+            mask: (B, T) bool, True on valid steps.
+            task: task name.
+
+        Returns:
+            :class:`ModelOutput` (raw logits and offsets per level).
+        """
+        if task not in self.spec.tasks:
+            raise KeyError(f"model has no task {task!r} (tasks: {', '.join(self.task_names)})")
+        visual_levels, audio_levels, masks = self.backbone(visual, audio, mask[:, None, :], task)
+        # (B, C, T_l) visual and audio -> (B, 2C, T_l)
+        joint = [torch.cat((v, a), dim=1) for v, a in zip(visual_levels, audio_levels)]
+        cls_logits = self.cls_head(joint, masks, task)
+        offsets = self.reg_head(joint, masks, task)
+        return ModelOutput(cls_logits=cls_logits, offsets=offsets,
+                           masks=[m[:, 0, :] for m in masks], level_strides=list(self.level_strides),
+                           visual_features=visual_levels, audio_features=audio_levels)
+
+    # ---- targets and losses ----------------------------------------------------------------
+
+    def points(self, length: int, device: torch.device) -> PyramidPoints:
+        """Pyramid points for a padded length (cached)."""
+        key = (length, str(device))
+        if key not in self._points_cache:
+            self._points_cache[key] = pyramid_points(length, self.level_strides,
+                                                     list(self.spec.model.regression_ranges), device)
+        return self._points_cache[key]
+
+    def targets(self, length: int, segments: list[torch.Tensor], labels: list[torch.Tensor],
+                task: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Classification (B, P, K) and regression (B, P, 2 | K, 2) targets of a batch."""
+        head = self.spec.tasks[task]
+        padded_segments, padded_labels, valid = pad_instances(segments, labels, device)
+        return assign_targets(self.points(length, torch.device(device)), padded_segments,
+                              padded_labels, valid, head.num_classes, head.class_aware)
+
+    def loss(self, output: ModelOutput, segments: list[torch.Tensor], labels: list[torch.Tensor],
+             task: str) -> dict[str, torch.Tensor]:
+        """Training losses of one batch; updates the task's loss normaliser (moving average of
+        the number of positive points, momentum from the config) when the model is training.
+
+        Args:
+            output: the forward output.
+            segments: per video (N_i, 2) instances in grid units.
+            labels: per video (N_i,) class indices.
+            task: task name.
+
+        Returns:
+            ``{"cls_loss", "reg_loss", "final_loss"}`` scalars.
+        """
+        cfg = self.spec.model
+        head = self.spec.tasks[task]
+        device = output.cls_logits[0].device
+        length = output.masks[0].shape[1]
+        cls_targets, reg_targets = self.targets(length, segments, labels, task, device)
+        valid = torch.cat(output.masks, dim=1)                                # (B, P)
+        positive = (cls_targets.sum(-1) > 0) & valid                          # (B, P)
+        num_positive = int(positive.sum().item())
+        normalizer = self.loss_normalizers[task]
+        if self.training:
+            momentum = cfg.loss_norm_momentum
+            normalizer.mul_(momentum).add_((1 - momentum) * max(num_positive, 1))
+        logits = torch.cat(output.cls_logits, dim=1)[valid]                   # (#valid, K)
+        smoothing = head.label_smoothing
+        soft_targets = cls_targets[valid] * (1 - smoothing) + smoothing / (head.num_classes + 1)
+        cls_loss = sigmoid_focal_loss(logits, soft_targets, alpha=cfg.focal_alpha,
+                                      gamma=cfg.focal_gamma) / normalizer.float()
+        predicted = torch.cat(output.offsets, dim=1)[positive]               # (#pos, 2 | K, 2)
+        target = reg_targets[positive]
+        if head.class_aware:
+            regressed = (target > 0).any(-1)                                  # (#pos, K)
+            predicted, target = predicted[regressed], target[regressed]
+        if num_positive == 0:
+            reg_loss = 0.0 * predicted.sum()
+        else:
+            reg_loss = centre_diou_loss(predicted, target) / normalizer.float()
+        return {"cls_loss": cls_loss, "reg_loss": reg_loss,
+                "final_loss": cls_loss + cfg.reg_loss_weight * reg_loss}
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameter counts: total, task experts, and the rest."""
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    return {"parameters": total, "expert_parameters": experts, "shared_parameters": total - experts}
