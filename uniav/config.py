@@ -79,6 +79,7 @@ class DatasetTaskConfig:
     resize_length: int | None = None
     holdout_fraction: float = 0.1
     length_tolerance: int = 2
+    preload_features: bool = True
 
 
 @dataclass(frozen=True)

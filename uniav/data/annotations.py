@@ -111,8 +111,9 @@ def load_annotations(path: str | Path, *, classes: list[str] | None = None,
         raise InputError("expected a JSON object with a 'database' mapping", file=path,
                          field="database")
     database: dict[str, Any] = data["database"]
+    label_ids, labels = _label_ids(path, data)
     if classes is None:
-        classes = _class_list(path, data)
+        classes = _class_list(path, data, label_ids, labels)
     class_set = set(classes)
     videos = {}
     for video_id, entry in database.items():
@@ -120,18 +121,18 @@ def load_annotations(path: str | Path, *, classes: list[str] | None = None,
     return AnnotationDB(path=path, classes=list(classes), videos=videos)
 
 
-def _class_list(path: Path, data: dict[str, Any]) -> list[str]:
-    if "classes" in data:
-        classes = data["classes"]
-        if (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
-                or len(set(classes)) != len(classes)):
-            raise InputError("'classes' must be a list of distinct strings", file=path,
-                             field="classes")
-        return classes
+def _label_ids(path: Path, data: dict[str, Any]) -> tuple[dict[str, int], set[str]]:
+    """The ``label_id`` of each label that has one, and every label string of the file.
+
+    Checked whether or not the file has a ``classes`` list: one label has one ``label_id``,
+    ``label_id`` values are non-negative integers and two labels never share one."""
     ids: dict[str, int] = {}
     labels: set[str] = set()
     for video_id, entry in data["database"].items():
-        for i, ann in enumerate(entry.get("annotations", []) if isinstance(entry, dict) else []):
+        annotations = entry.get("annotations") if isinstance(entry, dict) else None
+        if not isinstance(annotations, list):
+            continue  # reported with its location by _parse_video
+        for i, ann in enumerate(annotations):
             if not isinstance(ann, dict) or not isinstance(ann.get("label"), str):
                 continue  # reported with its location by _parse_video
             labels.add(ann["label"])
@@ -142,16 +143,29 @@ def _class_list(path: Path, data: dict[str, Any]) -> list[str]:
                                      f"{ids[ann['label']]} elsewhere", file=path, video=video_id,
                                      field=f"annotations[{i}].label_id")
                 ids[ann["label"]] = label_id
+    by_id: dict[int, str] = {}
+    for label, label_id in ids.items():
+        if not isinstance(label_id, int) or isinstance(label_id, bool) or label_id < 0:
+            raise InputError(f"label_id of {label!r} must be a non-negative integer",
+                             file=path, field="label_id")
+        if label_id in by_id:
+            raise InputError(f"labels {by_id[label_id]!r} and {label!r} share label_id "
+                             f"{label_id}", file=path, field="label_id")
+        by_id[label_id] = label
+    return ids, labels
+
+
+def _class_list(path: Path, data: dict[str, Any], ids: dict[str, int],
+                labels: set[str]) -> list[str]:
+    if "classes" in data:
+        classes = data["classes"]
+        if (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise InputError("'classes' must be a list of distinct strings", file=path,
+                             field="classes")
+        return classes
     if ids and len(ids) == len(labels):
-        by_id: dict[int, str] = {}
-        for label, label_id in ids.items():
-            if not isinstance(label_id, int) or isinstance(label_id, bool) or label_id < 0:
-                raise InputError(f"label_id of {label!r} must be a non-negative integer",
-                                 file=path, field="label_id")
-            if label_id in by_id:
-                raise InputError(f"labels {by_id[label_id]!r} and {label!r} share label_id "
-                                 f"{label_id}", file=path, field="label_id")
-            by_id[label_id] = label
+        by_id = {label_id: label for label, label_id in ids.items()}
         if sorted(by_id) != list(range(len(by_id))):
             raise InputError("label_id values are not 0..K-1 without gaps; add a 'classes' list",
                              file=path, field="label_id")
@@ -209,10 +223,14 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
         if end - start < MIN_SEGMENT_LENGTH:
             raise InputError(f"zero-length segment [{start}, {end}]", file=path, video=video_id,
                              field=f"{where}.segment")
-        if start < -range_tolerance or end > duration + range_tolerance or start >= duration:
+        clamped_start, clamped_end = max(start, 0.0), min(end, duration)
+        # the clamped check also catches segments wholly before 0 (e.g. [-0.5, -0.2]) that the
+        # tolerance would otherwise "clamp" into reversed ones
+        if (start < -range_tolerance or end > duration + range_tolerance or start >= duration
+                or clamped_end - clamped_start < MIN_SEGMENT_LENGTH):
             raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
                              file=path, video=video_id, field=f"{where}.segment")
-        segments[i] = (max(start, 0.0), min(end, duration))
+        segments[i] = (clamped_start, clamped_end)
         label = ann["label"]
         if not isinstance(label, str):
             raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,

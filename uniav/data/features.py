@@ -93,7 +93,13 @@ class FeatureStore:
                 text = handle.attrs.get("meta")
         except OSError as exc:
             raise InputError(f"cannot open HDF5 file ({exc})", file=self.path) from None
-        return None if text is None else json.loads(text)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise InputError(f"the 'meta' attribute is not valid JSON: {exc}", file=self.path,
+                             field="meta") from None
 
     def dims(self) -> tuple[int, int] | None:
         """(visual_dim, audio_dim) recorded in the metadata, if any."""
@@ -171,17 +177,18 @@ class FeatureStore:
             key = f"{self.layout.id_prefix}{video_id}/{modality}"
             try:
                 with h5py.File(self.path, "r") as handle:
-                    if key not in handle:
+                    node = handle.get(key)
+                    if not isinstance(node, h5py.Dataset):  # absent, or a group
                         raise InputError("no such dataset in the HDF5 file", file=file,
                                          video=video_id, field=modality)
-                    return np.asarray(handle[key][()])
+                    return np.asarray(node[()])
             except OSError as exc:
                 raise InputError(f"cannot read HDF5 data ({exc})", file=file, video=video_id,
                                  field=modality) from None
         if not file.exists():
             raise InputError("feature file missing", file=file, video=video_id, field=modality)
         try:
-            return np.load(file, allow_pickle=False)
+            array = np.load(file, allow_pickle=False)
         except ValueError as exc:  # truncated data, object arrays, bad header
             raise InputError(f"unreadable .npy ({exc})", file=file, video=video_id,
                              field=modality) from None
@@ -189,6 +196,11 @@ class FeatureStore:
             reason = str(exc) or "file is empty"
             raise InputError(f"unreadable .npy ({reason})", file=file, video=video_id,
                              field=modality) from None
+        if not isinstance(array, np.ndarray):  # np.load returns an NpzFile for a zip archive
+            array.close()
+            raise InputError("not a .npy array (an .npz archive?)", file=file, video=video_id,
+                             field=modality)
+        return array
 
 
 def _validate_matrix(array: np.ndarray, expected_dim: int | None, *, file: Path, video: str,
