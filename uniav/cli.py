@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "uniav.config_cli",
     "uniav.evaluation.cli",
     "uniav.data.cli",
+    "uniav.data.download_cli",
     "uniav.engine.cli",
     "uniav.pipeline.cli",
 )
