@@ -524,6 +524,9 @@ def _check_consistency(config: Config) -> None:
         lo, hi = task.crop_ratio
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"tasks.{name}.crop_ratio: need 0 < low <= high <= 1")
+    if config.eval.voting_threshold > 0 and config.eval.multiclass_nms:
+        raise ConfigError("eval.voting_threshold: score voting works with class-agnostic NMS "
+                          "only (set eval.multiclass_nms: false or voting_threshold: 0)")
     config.model_config()  # validates the model section against its preset
     for name, exp in config.experiments.items():
         if not exp.tasks:

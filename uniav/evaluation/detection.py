@@ -1,0 +1,453 @@
+"""Detection mAP under the ActivityNet protocol, vectorised with numpy (DESIGN section 8).
+
+Protocol (the official ``eval_detection.py``; evaluation notes A.1.2):
+
+* ``tIoU(p, g) = max(0, min(p1, g1) - max(p0, g0)) / ((p1 - p0) + (g1 - g0) - inter)``;
+* per class, predictions ranked by descending score; for **each threshold independently** a
+  prediction is a true positive when some not-yet-matched ground truth instance of the same class
+  in the same video has ``tIoU >= threshold``; it takes the one with the highest tIoU (so a
+  prediction whose best instance is taken falls back to a lower-tIoU free one); otherwise it is a
+  false positive.  Each instance matches at most one prediction;
+* ``recall = cumTP / npos``, ``precision = cumTP / (cumTP + cumFP)``; AP is the all-point
+  interpolated area (VOC 2011: precision made non-increasing from the right, summed over the
+  recall steps);
+* mAP at a threshold = mean AP over the classes that have ground truth in the evaluated videos
+  (a class with ground truth and no prediction has AP 0); average mAP = mean over thresholds.
+
+Documented rules where the official script is undefined or wrong:
+
+* **Score ties** rank in input order: the detection that comes first in the
+  :class:`~uniav.evaluation.predictions.Predictions` (video by video as listed, then as listed
+  within the video) ranks first.  (The official ``argsort()[::-1]`` puts, for two tied rows, the
+  later one first; its order is not specified in general.)
+* **tIoU ties** between free ground-truth instances go to the instance listed first.
+* **Degenerate predictions** (reversed, zero-length, non-finite, NaN/inf scores) are rejected when
+  the predictions are built (:mod:`uniav.evaluation.predictions`); degenerate ground truth raises
+  :class:`~uniav.errors.InputError` here.
+* **Labels not in the class list** are ignored, counted by label and reported
+  (``ignored_predictions["unknown_label"]``) - never folded into another class.  Predictions of a
+  listed class with no ground truth in the evaluated videos cannot change any AP and are reported
+  as ``ignored_predictions["class_without_ground_truth"]``.
+* **Videos without ground truth**: a prediction on a video outside the evaluated set (or on one
+  with no instance of its class) is a false positive, as in the official script; the count is
+  reported.  If *no* video with detections is among the evaluated videos the input is rejected
+  (almost always a wrong subset or a ``v_`` id-prefix mismatch).
+* **Duplicate ground truth** (same label, both bounds within ``duplicate_tolerance``) is removed
+  only when asked (``remove_duplicate_gt=True``, UniAV/ActionFormer parity); the number removed
+  is reported.
+* Thresholds are used exactly as given (``np.linspace(0.1, 0.9, 9)[2]`` is
+  0.30000000000000004, so a tIoU of exactly 0.3 fails it) and must lie in (0, 1].
+
+Vectorisation: tIoU of every prediction against the ground truth of its (video, class) group is
+one array operation; the greedy matching, which is sequential only *within* a (video, class)
+group, runs for all groups and all thresholds at once, one step per rank within a group, and
+only for predictions whose best tIoU reaches the lowest threshold (the others are false positives
+everywhere and lock nothing).  The AP step loops over classes (not predictions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from uniav.data.annotations import AnnotationDB, VideoAnnotation, duplicate_mask
+from uniav.errors import InputError
+from uniav.evaluation.predictions import Predictions
+
+#: The ActivityNet thresholds 0.50:0.05:0.95.
+ACTIVITYNET_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
+
+GroundTruth = AnnotationDB | Mapping[str, VideoAnnotation] | Sequence[VideoAnnotation]
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """Detection mAP and the bookkeeping needed to trust it.
+
+    Attributes:
+        thresholds: the tIoU thresholds, as given.
+        map_per_threshold: mAP at each threshold (fractions in [0, 1]).
+        average_map: mean of ``map_per_threshold``.
+        per_class: AP per threshold of every class with ground truth, in class-list order.
+        num_predictions: detections in the input.
+        num_scored_predictions: detections that entered the AP computation.
+        ignored_predictions: detections left out, by reason (``unknown_label``,
+            ``class_without_ground_truth``).
+        unknown_labels: count of each label not in the class list.
+        predictions_on_videos_without_gt: scored detections on videos with no ground truth at
+            all (outside the evaluated set, or evaluated but without instances) - all false
+            positives.
+        prediction_videos_outside_gt: distinct videos with detections that are not evaluated.
+        num_ground_truth: ground-truth instances used (after duplicate removal).
+        duplicates_removed: ground-truth instances removed as duplicates.
+        remove_duplicate_gt: whether duplicate removal was on.
+        video_ids: the evaluated videos.
+        classes_without_gt: listed classes with no ground truth in the evaluated videos (not
+            part of the mean).
+    """
+
+    thresholds: tuple[float, ...]
+    map_per_threshold: tuple[float, ...]
+    average_map: float
+    per_class: dict[str, tuple[float, ...]]
+    num_predictions: int
+    num_scored_predictions: int
+    ignored_predictions: dict[str, int]
+    unknown_labels: dict[str, int]
+    predictions_on_videos_without_gt: int
+    prediction_videos_outside_gt: int
+    num_ground_truth: int
+    duplicates_removed: int
+    remove_duplicate_gt: bool
+    video_ids: tuple[str, ...] = field(repr=False)
+    classes_without_gt: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics JSON (plain types; AP values are fractions in [0, 1])."""
+        return {
+            "thresholds": list(self.thresholds),
+            "mAP": list(self.map_per_threshold),
+            "average_mAP": self.average_map,
+            "per_class": {label: list(values) for label, values in self.per_class.items()},
+            "num_predictions": self.num_predictions,
+            "num_scored_predictions": self.num_scored_predictions,
+            "ignored_predictions": dict(self.ignored_predictions),
+            "unknown_labels": dict(self.unknown_labels),
+            "predictions_on_videos_without_gt": self.predictions_on_videos_without_gt,
+            "prediction_videos_outside_gt": self.prediction_videos_outside_gt,
+            "num_ground_truth": self.num_ground_truth,
+            "duplicates_removed": self.duplicates_removed,
+            "remove_duplicate_gt": self.remove_duplicate_gt,
+            "videos_evaluated": len(self.video_ids),
+            "classes_without_gt": list(self.classes_without_gt),
+            "evaluated_video_ids": list(self.video_ids),
+            "protocol": ("ActivityNet detection: per-threshold greedy matching with fallback, "
+                         "tIoU >= threshold, all-point interpolated AP, mean over classes with "
+                         "ground truth; score ties in input order"),
+        }
+
+
+def resolve_ground_truth(ground_truth: GroundTruth, subset: str | None = None
+                         ) -> list[VideoAnnotation]:
+    """The evaluated videos as a list.
+
+    Args:
+        ground_truth: an :class:`AnnotationDB` (then ``subset`` names the videos to use), a
+            mapping ``video id -> VideoAnnotation`` or a sequence of them.
+        subset: required with an :class:`AnnotationDB`; must not be given otherwise.
+
+    Returns:
+        The :class:`VideoAnnotation` list, in input order.
+
+    Raises:
+        InputError: unknown or empty subset, no videos, repeated video ids.
+    """
+    if isinstance(ground_truth, AnnotationDB):
+        if subset is None:
+            raise ValueError("an AnnotationDB needs the subset to evaluate")
+        videos = ground_truth.subset(subset)
+    else:
+        if subset is not None:
+            raise ValueError("subset is only meaningful with an AnnotationDB")
+        videos = list(ground_truth.values() if isinstance(ground_truth, Mapping)
+                      else ground_truth)
+    if not videos:
+        raise InputError("no ground-truth videos to evaluate", field="ground_truth")
+    seen: set[str] = set()
+    for video in videos:
+        if not isinstance(video, VideoAnnotation):
+            raise TypeError(f"expected VideoAnnotation, got {type(video).__name__}")
+        if video.video_id in seen:
+            raise InputError("video listed twice in the ground truth", video=video.video_id)
+        seen.add(video.video_id)
+    return videos
+
+
+def as_predictions(predictions: Predictions | Mapping[str, Any]) -> Predictions:
+    """Accept a :class:`Predictions` or a parsed results file ``{"results": {...}}``."""
+    if isinstance(predictions, Predictions):
+        return predictions
+    if isinstance(predictions, Mapping) and "results" in predictions:
+        return Predictions.from_results(predictions["results"])
+    raise TypeError("predictions must be a Predictions or a mapping with a 'results' key")
+
+
+def validate_thresholds(thresholds: Iterable[float]) -> np.ndarray:
+    """Thresholds as a float64 array; each must be finite and in (0, 1].
+
+    Raises:
+        ValueError: empty or out of range.
+    """
+    values = np.asarray(list(thresholds), dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("need at least one tIoU threshold")
+    bad = values[~((values > 0) & (values <= 1))]
+    if bad.size:
+        raise ValueError(f"tIoU thresholds must lie in (0, 1], got {bad.tolist()}")
+    return values
+
+
+def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Mapping[str, Any],
+                       *, thresholds: Iterable[float] = ACTIVITYNET_THRESHOLDS,
+                       classes: Sequence[str] | None = None, subset: str | None = None,
+                       remove_duplicate_gt: bool = False, duplicate_tolerance: float = 1e-3
+                       ) -> DetectionResult:
+    """ActivityNet-protocol detection mAP of predictions against ground truth.
+
+    Args:
+        ground_truth: the evaluated videos: an :class:`AnnotationDB` with ``subset``, a mapping
+            ``video id -> VideoAnnotation`` or a sequence of :class:`VideoAnnotation`.
+        predictions: a :class:`Predictions` or a parsed results file ``{"results": {...}}``.
+        thresholds: tIoU thresholds in (0, 1], used exactly as given.
+        classes: the class list; default: the AnnotationDB's, else the sorted ground-truth
+            labels.  Ground-truth labels must be in it.
+        subset: the subset to evaluate when ``ground_truth`` is an AnnotationDB.
+        remove_duplicate_gt: drop ground-truth instances repeating an earlier one of the same
+            video and label (bounds within ``duplicate_tolerance`` seconds).
+        duplicate_tolerance: see ``remove_duplicate_gt``.
+
+    Returns:
+        The :class:`DetectionResult`.
+
+    Raises:
+        InputError: degenerate ground truth, ground-truth labels outside ``classes``, no
+            ground-truth instance at all, no evaluated video among the videos with
+            detections, unknown subset.
+        ValueError: thresholds outside (0, 1].
+    """
+    thresholds_array = validate_thresholds(thresholds)
+    if classes is None and isinstance(ground_truth, AnnotationDB):
+        classes = ground_truth.classes
+    videos = resolve_ground_truth(ground_truth, subset)
+    predictions = as_predictions(predictions)
+    if classes is None:
+        classes = sorted({label for video in videos for label in video.labels})
+    classes = list(classes)
+    class_position = {name: i for i, name in enumerate(classes)}
+    if len(class_position) != len(classes):
+        raise ValueError("the class list has repeated names")
+    gt = _ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance)
+    if gt.classes.size == 0:
+        raise InputError(f"the {len(videos)} evaluated videos have no ground-truth instance; "
+                         f"mAP is undefined", field="annotations")
+    num_classes = len(classes)
+
+    # --- map predictions onto evaluated videos and classes --------------------------------
+    video_position = {video.video_id: i for i, video in enumerate(videos)}
+    pred_video_of_id = np.asarray([video_position.get(v, -1) for v in predictions.video_ids],
+                                  dtype=np.int64)
+    pred_class_of_label = np.asarray([class_position.get(n, -1) for n in predictions.label_names],
+                                     dtype=np.int64)
+    pred_video = pred_video_of_id[predictions.video_index]  # (N,) -1: not evaluated
+    pred_class = pred_class_of_label[predictions.label_index]  # (N,) -1: unknown label
+    _check_video_overlap(predictions, pred_video_of_id)
+
+    npos = np.bincount(gt.classes, minlength=num_classes)  # (K,) instances per class
+    known = pred_class >= 0
+    scored = known & (npos[np.maximum(pred_class, 0)] > 0)
+    unknown_counts = np.bincount(predictions.label_index[~known],
+                                 minlength=len(predictions.label_names))
+    unknown_labels = {predictions.label_names[i]: int(c) for i, c in enumerate(unknown_counts)
+                      if c}
+    videos_with_gt = np.zeros(len(videos) + 1, dtype=bool)  # last slot: "not evaluated"
+    videos_with_gt[gt.videos] = True
+    on_videos_without_gt = int(np.count_nonzero(scored & ~videos_with_gt[pred_video]))
+    outside = np.flatnonzero((pred_video_of_id < 0)
+                             & (np.bincount(predictions.video_index,
+                                            minlength=len(predictions.video_ids)) > 0))
+
+    rows = np.flatnonzero(scored)
+    true_positive = _match(gt, pred_video[rows], pred_class[rows], predictions.segments[rows],
+                           predictions.scores[rows], rows, thresholds_array, num_classes)
+    ap = _average_precision(pred_class[rows], predictions.scores[rows], rows, true_positive,
+                            npos, thresholds_array.size)  # (K, T)
+
+    evaluated = np.flatnonzero(npos > 0)
+    map_per_threshold = ap[evaluated].mean(axis=0)
+    return DetectionResult(
+        thresholds=tuple(float(t) for t in thresholds_array),
+        map_per_threshold=tuple(float(v) for v in map_per_threshold),
+        average_map=float(map_per_threshold.mean()),
+        per_class={classes[k]: tuple(float(v) for v in ap[k]) for k in evaluated},
+        num_predictions=len(predictions),
+        num_scored_predictions=int(rows.size),
+        ignored_predictions={"unknown_label": int(np.count_nonzero(~known)),
+                             "class_without_ground_truth": int(np.count_nonzero(known & ~scored))},
+        unknown_labels=unknown_labels,
+        predictions_on_videos_without_gt=on_videos_without_gt,
+        prediction_videos_outside_gt=int(outside.size),
+        num_ground_truth=int(gt.classes.size),
+        duplicates_removed=gt.duplicates_removed,
+        remove_duplicate_gt=remove_duplicate_gt,
+        video_ids=tuple(video.video_id for video in videos),
+        classes_without_gt=tuple(classes[k] for k in np.flatnonzero(npos == 0)),
+    )
+
+
+@dataclass(frozen=True)
+class _GroundTruthArrays:
+    videos: np.ndarray     # (G,) int64 index of the evaluated video
+    classes: np.ndarray    # (G,) int64 class index
+    segments: np.ndarray   # (G, 2) float64 seconds
+    duplicates_removed: int
+
+
+def _ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str, int],
+                         remove_duplicates: bool, tolerance: float) -> _GroundTruthArrays:
+    """Validated ground truth as flat arrays (video by video, in annotation order).
+
+    Raises:
+        InputError: segments/labels count mismatch, a degenerate segment (reversed,
+            zero-length, non-finite), a label not in ``class_position``.
+    """
+    counts, segment_parts, labels = [], [], []
+    removed = 0
+    for video in videos:
+        segments = np.asarray(video.segments, dtype=np.float64).reshape(-1, 2)
+        if len(segments) != len(video.labels):
+            raise InputError(f"{len(segments)} segments but {len(video.labels)} labels",
+                             video=video.video_id, field="annotations")
+        video_labels = list(video.labels)
+        if remove_duplicates and len(video_labels) > 1:
+            keep = ~duplicate_mask(segments, video_labels, tolerance)
+            removed += int(np.count_nonzero(~keep))
+            segments = segments[keep]
+            video_labels = [label for label, kept in zip(video_labels, keep) if kept]
+        counts.append(len(video_labels))
+        segment_parts.append(segments)
+        labels.extend(video_labels)
+    video_index = np.repeat(np.arange(len(videos), dtype=np.int64), counts)
+    all_segments = np.concatenate(segment_parts).reshape(-1, 2)
+    ok = np.isfinite(all_segments).all(axis=1) & (all_segments[:, 1] > all_segments[:, 0])
+    if not ok.all():
+        row = int(np.argmin(ok))
+        video = videos[int(video_index[row])]
+        i = next(j for j, segment in enumerate(np.asarray(video.segments).reshape(-1, 2).tolist())
+                 if segment == all_segments[row].tolist())
+        raise InputError(f"degenerate ground-truth segment {all_segments[row].tolist()} "
+                         f"(reversed, zero-length or not finite)", video=video.video_id,
+                         field=f"annotations[{i}].segment")
+    try:
+        class_index = np.fromiter((class_position[label] for label in labels), dtype=np.int64,
+                                  count=len(labels))
+    except KeyError as exc:
+        row = labels.index(exc.args[0])
+        raise InputError(f"ground-truth label {exc.args[0]!r} is not in the class list",
+                         video=videos[int(video_index[row])].video_id,
+                         field="annotations.label") from None
+    return _GroundTruthArrays(videos=video_index, classes=class_index, segments=all_segments,
+                              duplicates_removed=removed)
+
+
+def _check_video_overlap(predictions: Predictions, pred_video_of_id: np.ndarray) -> None:
+    """Reject detections none of which lies on an evaluated video (wrong subset or id prefix)."""
+    has_detections = np.bincount(predictions.video_index,
+                                 minlength=len(predictions.video_ids)) > 0
+    if has_detections.any() and not (has_detections & (pred_video_of_id >= 0)).any():
+        examples = [predictions.video_ids[i] for i in np.flatnonzero(has_detections)[:3]]
+        raise InputError(f"none of the {int(has_detections.sum())} videos with detections is "
+                         f"among the evaluated videos (e.g. {examples}); wrong subset or video-id "
+                         f"prefix (such as 'v_')?", field="results")
+
+
+def _segment_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Row-wise tIoU (official formula, no epsilon) of (P, 2) and (P, 2) positive-length pairs."""
+    inter = np.clip(np.minimum(pred[:, 1], gt[:, 1]) - np.maximum(pred[:, 0], gt[:, 0]), 0, None)
+    return inter / ((pred[:, 1] - pred[:, 0]) + (gt[:, 1] - gt[:, 0]) - inter)
+
+
+def _match(gt: _GroundTruthArrays, pred_video: np.ndarray, pred_class: np.ndarray,
+           pred_segments: np.ndarray, pred_scores: np.ndarray, pred_order: np.ndarray,
+           thresholds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Greedy per-threshold matching; returns the (M, T) true-positive matrix."""
+    num_thresholds = thresholds.size
+    true_positive = np.zeros((pred_scores.size, num_thresholds), dtype=bool)
+    if pred_scores.size == 0 or gt.classes.size == 0:
+        return true_positive
+    # (video, class) groups of the ground truth; slots in annotation order
+    gt_keys = gt.videos * num_classes + gt.classes
+    gt_sorted = np.argsort(gt_keys, kind="stable")
+    group_keys, group_start, group_size = np.unique(gt_keys[gt_sorted], return_index=True,
+                                                    return_counts=True)
+    grouped_gt_segments = gt.segments[gt_sorted]  # (G, 2), group after group
+
+    # predictions that share a (video, class) group with some ground truth
+    pred_keys = np.where(pred_video >= 0, pred_video * num_classes + pred_class, -1)
+    group = np.searchsorted(group_keys, pred_keys)
+    has_group = (pred_keys >= 0) & (group < group_keys.size)
+    has_group[has_group] = group_keys[group[has_group]] == pred_keys[has_group]
+    candidates = np.flatnonzero(has_group)
+    if candidates.size == 0:
+        return true_positive
+    candidate_group = group[candidates]
+
+    # tIoU of every (candidate, instance of its group) pair - no padding to the largest group
+    pair_count = group_size[candidate_group]  # (C,)
+    pair_first = np.cumsum(pair_count) - pair_count
+    pair_candidate = np.repeat(np.arange(candidates.size), pair_count)  # (P,)
+    pair_slot = np.arange(pair_candidate.size) - pair_first[pair_candidate]
+    pair_iou = _segment_iou(pred_segments[candidates[pair_candidate]],
+                            grouped_gt_segments[group_start[candidate_group][pair_candidate]
+                                                + pair_slot])
+    # candidates whose best tIoU misses the lowest threshold are FP everywhere and lock nothing
+    reachable = np.maximum.reduceat(pair_iou, pair_first) >= thresholds.min()
+    if not reachable.any():
+        return true_positive
+    row_of_candidate = np.cumsum(reachable) - 1
+    kept_pair = reachable[pair_candidate]
+    iou = np.full((int(reachable.sum()), int(group_size.max())), -1.0)  # (R, S); -1: no slot
+    iou[row_of_candidate[pair_candidate[kept_pair]], pair_slot[kept_pair]] = pair_iou[kept_pair]
+    candidates, candidate_group = candidates[reachable], candidate_group[reachable]
+
+    # rank of each candidate within its group: by descending score, ties in input order
+    order = np.lexsort((pred_order[candidates], -pred_scores[candidates], candidate_group))
+    sorted_group = candidate_group[order]
+    first_of_group = np.r_[True, sorted_group[1:] != sorted_group[:-1]]
+    group_first_position = np.maximum.accumulate(np.where(first_of_group,
+                                                          np.arange(order.size), 0))
+    rank = np.arange(order.size) - group_first_position
+    by_rank = order[np.argsort(rank, kind="stable")]  # candidate positions, rank 0 first
+    rank_sizes = np.bincount(rank)
+
+    locked = np.zeros((group_keys.size, iou.shape[1], num_thresholds), dtype=bool)
+    threshold_index = np.arange(num_thresholds)
+    start = 0
+    for size in rank_sizes:  # one step per rank; groups within a step are distinct
+        step = by_rank[start:start + size]
+        start += size
+        step_groups = candidate_group[step]
+        step_iou = iou[step]  # (n, S)
+        free = (step_iou[:, :, None] >= thresholds) & ~locked[step_groups]  # (n, S, T)
+        best_slot = np.argmax(np.where(free, step_iou[:, :, None], -np.inf), axis=1)  # (n, T)
+        matched = free.any(axis=1)  # (n, T)
+        row, column = np.nonzero(matched)
+        locked[step_groups[row], best_slot[row, column], threshold_index[column]] = True
+        true_positive[candidates[step]] = matched
+    return true_positive
+
+
+def _average_precision(pred_class: np.ndarray, pred_scores: np.ndarray, pred_order: np.ndarray,
+                       true_positive: np.ndarray, npos: np.ndarray,
+                       num_thresholds: int) -> np.ndarray:
+    """All-point interpolated AP per class and threshold, shape (K, T)."""
+    ap = np.zeros((npos.size, num_thresholds))
+    if pred_scores.size == 0:
+        return ap
+    order = np.lexsort((pred_order, -pred_scores, pred_class))
+    ranked_class = pred_class[order]
+    ranked_tp = true_positive[order].astype(np.float64)  # (M, T)
+    class_bounds = np.searchsorted(ranked_class, np.arange(npos.size + 1))
+    for k in np.flatnonzero(npos > 0):
+        lo, hi = class_bounds[k], class_bounds[k + 1]
+        if lo == hi:
+            continue
+        cum_tp = np.cumsum(ranked_tp[lo:hi], axis=0)  # (n, T)
+        precision = cum_tp / np.arange(1, hi - lo + 1)[:, None]
+        recall = cum_tp / npos[k]
+        # precision made non-increasing from the right (interpolation)
+        interpolated = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+        recall_step = np.diff(recall, axis=0, prepend=0.0)  # > 0 exactly at true positives
+        ap[k] = np.sum(recall_step * interpolated, axis=0)
+    return ap

@@ -1,0 +1,288 @@
+"""Detections of many videos in one validated, columnar container.
+
+The file format is the ActivityNet results JSON (DESIGN section 8)::
+
+    {"results": {"<video>": [{"segment": [t0, t1], "label": "<class name>", "score": s}, ...]},
+     "version": "...", "external_data": {...}}          # extra top-level keys are ignored
+
+Validation (each failure is an :class:`~uniav.errors.InputError` naming the file, the video and
+the field, e.g. ``detections[3].segment``): every detection is an object with a ``segment`` of two
+finite numbers with ``t1 > t0`` (reversed and zero-length segments are rejected - the official
+script silently scores them as matches), a string ``label`` and a finite numeric ``score``.
+Labels are *not* checked against a class list here: unknown labels are counted and reported by
+the evaluator, never remapped.
+
+Checks run vectorised over all detections; only when one fails is the offending detection
+located one by one, so loading an ActivityNet-sized file costs little more than parsing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from uniav.errors import InputError
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """Detections of many videos, column by column (N detections in all).
+
+    Attributes:
+        video_ids: distinct video ids in input order (videos listed with no detection included).
+        video_index: (N,) int64, the video of each detection (index into ``video_ids``).
+        segments: (N, 2) float64 ``[t0, t1]`` in seconds, ``t1 > t0``, finite.
+        scores: (N,) float64, finite.
+        label_names: distinct labels in order of first appearance.
+        label_index: (N,) int64, the label of each detection (index into ``label_names``).
+
+    Detection order (video by video, then as listed) is the input order used to break score
+    ties in the evaluation.
+    """
+
+    video_ids: tuple[str, ...]
+    video_index: np.ndarray
+    segments: np.ndarray
+    scores: np.ndarray
+    label_names: tuple[str, ...]
+    label_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def labels(self) -> list[str]:
+        """The label of every detection (N strings)."""
+        return [self.label_names[i] for i in self.label_index.tolist()]
+
+    def for_video(self, video_id: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Segments (M, 2), scores (M,) and labels of one video (empty if it has none)."""
+        try:
+            position = self.video_ids.index(video_id)
+        except ValueError:
+            return np.zeros((0, 2)), np.zeros(0), []
+        rows = np.flatnonzero(self.video_index == position)
+        return (self.segments[rows], self.scores[rows],
+                [self.label_names[i] for i in self.label_index[rows].tolist()])
+
+    def to_results(self) -> dict[str, list[dict[str, Any]]]:
+        """The ActivityNet ``results`` mapping (every video, in input order)."""
+        results: dict[str, list[dict[str, Any]]] = {video: [] for video in self.video_ids}
+        for video, segment, score, label in zip(self.video_index.tolist(), self.segments.tolist(),
+                                                self.scores.tolist(), self.labels):
+            results[self.video_ids[video]].append(
+                {"segment": segment, "label": label, "score": score})
+        return results
+
+    @classmethod
+    def from_results(cls, results: Mapping[str, Any], *, file: str | Path | None = None
+                     ) -> "Predictions":
+        """Build from an ActivityNet ``results`` mapping ``{video: [detection, ...]}``.
+
+        Args:
+            results: the mapping (the value of the file's ``"results"`` key).
+            file: the file it came from, named in error messages.
+
+        Returns:
+            The validated :class:`Predictions`.
+
+        Raises:
+            InputError: a malformed detection, naming video and field.
+        """
+        if not isinstance(results, Mapping):
+            raise InputError(f"'results' must map video ids to lists of detections, got "
+                             f"{type(results).__name__}", file=file, field="results")
+        video_ids, counts = [], []
+        segments: list[Any] = []
+        scores: list[Any] = []
+        labels: list[Any] = []
+        for video, detections in results.items():
+            if not isinstance(video, str):
+                raise InputError(f"video ids must be strings, got {video!r}", file=file,
+                                 field="results")
+            if not isinstance(detections, list):
+                raise InputError(f"expected a list of detections, got "
+                                 f"{type(detections).__name__}", file=file, video=video,
+                                 field="detections")
+            try:
+                segments.extend([d["segment"] for d in detections])
+                scores.extend([d["score"] for d in detections])
+                labels.extend([d["label"] for d in detections])
+            except (KeyError, TypeError):
+                _locate_malformed(video, detections, file)
+                raise  # pragma: no cover - _locate_malformed always raises here
+            video_ids.append(video)
+            counts.append(len(detections))
+        video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
+        segment_array = _numeric(segments, (len(segments), 2))
+        score_array = _numeric(scores, (len(scores),))
+        if segment_array is None or score_array is None:
+            _locate_from_flat(results, video_ids, counts, file)
+        if not all(type(label) is str for label in labels):
+            _locate_from_flat(results, video_ids, counts, file)
+        label_names = tuple(dict.fromkeys(labels))
+        lookup = {name: i for i, name in enumerate(label_names)}
+        label_index = np.fromiter((lookup[label] for label in labels), dtype=np.int64,
+                                  count=len(labels))
+        return cls._checked(tuple(video_ids), video_index, segment_array, score_array,
+                            label_names, label_index, file=file)
+
+    @classmethod
+    def from_arrays(cls, per_video: Mapping[str, tuple[Any, Any, Any]], *,
+                    classes: Sequence[str] | None = None) -> "Predictions":
+        """Build from per-video arrays ``{video: (segments (M, 2), scores (M,), labels (M,))}``.
+
+        Args:
+            per_video: per video, segments in seconds, scores, and labels - class names, or
+                integer indices into ``classes``.  numpy arrays, torch tensors or lists.
+            classes: the class list integer labels index into.
+
+        Returns:
+            The validated :class:`Predictions`.
+
+        Raises:
+            InputError: bad shapes, non-finite values, reversed or zero-length segments, integer
+                labels outside ``classes``.
+        """
+        video_ids, counts = [], []
+        segment_parts, score_parts, label_parts = [], [], []
+        for video, (segments, scores, labels) in per_video.items():
+            segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+            scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+            labels = np.asarray(labels).reshape(-1)
+            if not len(segments) == len(scores) == len(labels):
+                raise InputError(f"{len(segments)} segments, {len(scores)} scores and "
+                                 f"{len(labels)} labels", video=video, field="detections")
+            if labels.dtype.kind in "iu":
+                if classes is None:
+                    raise InputError("integer labels need the class list", video=video,
+                                     field="labels")
+                bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
+                if bad.size:
+                    raise InputError(f"label index {int(labels[bad[0]])} is outside the "
+                                     f"{len(classes)} classes", video=video,
+                                     field=f"detections[{int(bad[0])}].label")
+                labels = np.asarray(classes, dtype=object)[labels]
+            elif len(labels) and labels.dtype.kind not in "UO":
+                raise InputError(f"labels must be class names or indices, got dtype "
+                                 f"{labels.dtype}", video=video, field="labels")
+            video_ids.append(video)
+            counts.append(len(scores))
+            segment_parts.append(segments)
+            score_parts.append(scores)
+            label_parts.extend(str(label) for label in labels.tolist())
+        label_names = tuple(dict.fromkeys(label_parts))
+        lookup = {name: i for i, name in enumerate(label_names)}
+        return cls._checked(
+            tuple(video_ids), np.repeat(np.arange(len(video_ids), dtype=np.int64), counts),
+            np.concatenate(segment_parts) if segment_parts else np.zeros((0, 2)),
+            np.concatenate(score_parts) if score_parts else np.zeros(0), label_names,
+            np.fromiter((lookup[label] for label in label_parts), dtype=np.int64,
+                        count=len(label_parts)), file=None)
+
+    @classmethod
+    def _checked(cls, video_ids: tuple[str, ...], video_index: np.ndarray, segments: np.ndarray,
+                 scores: np.ndarray, label_names: tuple[str, ...], label_index: np.ndarray, *,
+                 file: str | Path | None) -> "Predictions":
+        """Vectorised value checks; the first failure is reported with its video and index."""
+        starts = np.zeros(len(video_ids), dtype=np.int64)
+        np.cumsum(np.bincount(video_index, minlength=len(video_ids))[:-1], out=starts[1:])
+
+        def fail(row: int, field: str, message: str) -> None:
+            video = int(video_index[row])
+            raise InputError(message, file=file, video=video_ids[video],
+                             field=f"detections[{row - int(starts[video])}].{field}")
+
+        finite = np.isfinite(segments).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            fail(row, "segment", f"segment bounds must be finite, got {segments[row].tolist()}")
+        reversed_ = segments[:, 1] < segments[:, 0]
+        if reversed_.any():
+            row = int(np.argmax(reversed_))
+            fail(row, "segment", f"reversed segment {segments[row].tolist()} (end before start)")
+        empty = segments[:, 1] == segments[:, 0]
+        if empty.any():
+            row = int(np.argmax(empty))
+            fail(row, "segment", f"zero-length segment {segments[row].tolist()}")
+        finite_scores = np.isfinite(scores)
+        if not finite_scores.all():
+            row = int(np.argmin(finite_scores))
+            fail(row, "score", f"score must be a finite number, got {scores[row]}")
+        return cls(video_ids, video_index, segments, scores, label_names, label_index)
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read and validate an ActivityNet results JSON file.
+
+    Args:
+        path: the file (``{"results": {video: [{"segment", "label", "score"}, ...]}}``).
+
+    Returns:
+        The :class:`Predictions`.
+
+    Raises:
+        InputError: missing file, invalid JSON, no ``results`` mapping, a malformed detection.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("predictions file not found", file=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    if not isinstance(data, dict) or "results" not in data:
+        raise InputError("expected a JSON object with a 'results' mapping (ActivityNet results "
+                         "format)", file=path, field="results")
+    return Predictions.from_results(data["results"], file=path)
+
+
+def _numeric(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
+    """``values`` as a float64 array of ``shape``, or None if they are not all plain numbers."""
+    try:
+        array = np.asarray(values) if values else np.zeros(shape)
+    except (ValueError, TypeError):
+        return None
+    if array.shape != shape or array.dtype.kind not in "iuf":
+        return None
+    return array.astype(np.float64)
+
+
+def _locate_from_flat(results: Mapping[str, Any], video_ids: list[str], counts: list[int],
+                      file: str | Path | None) -> None:
+    for video, count in zip(video_ids, counts):
+        if count:
+            _locate_malformed(video, results[video], file)
+    raise InputError("malformed detections", file=file, field="results")  # pragma: no cover
+
+
+def _locate_malformed(video: str, detections: list[Any], file: str | Path | None) -> None:
+    """Raise the InputError for the first malformed detection of one video."""
+    for i, detection in enumerate(detections):
+        where = f"detections[{i}]"
+        if not isinstance(detection, dict):
+            raise InputError(f"expected an object, got {detection!r}", file=file, video=video,
+                             field=where)
+        for key in ("segment", "label", "score"):
+            if key not in detection:
+                raise InputError(f"missing '{key}'", file=file, video=video,
+                                 field=f"{where}.{key}")
+        segment = detection["segment"]
+        if (not isinstance(segment, (list, tuple)) or len(segment) != 2
+                or not all(_is_number(v) for v in segment)):
+            raise InputError(f"expected [start, end] as two numbers, got {segment!r}", file=file,
+                             video=video, field=f"{where}.segment")
+        if not _is_number(detection["score"]):
+            raise InputError(f"expected a number, got {detection['score']!r}", file=file,
+                             video=video, field=f"{where}.score")
+        if not isinstance(detection["label"], str):
+            raise InputError(f"expected a class name (string), got {detection['label']!r}",
+                             file=file, video=video, field=f"{where}.label")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,189 @@
+"""From raw per-level model outputs to scored segments in seconds (DESIGN section 6.9).
+
+:func:`decode_video` reproduces the released UniAV ``inference_single_video`` step by step;
+:func:`postprocess_video` chains it with :func:`~uniav.postprocess.nms.batched_nms` and
+:func:`grid_to_seconds`, as the released ``postprocessing`` does.  Pure torch on the CPU; no
+model import.
+
+Grid convention (``docs/architecture.md``): feature step ``x`` covers frames
+``[x * stride, x * stride + window)``, so its time is ``(x * stride + 0.5 * window) / fps``.
+
+Documented choices where the released code is silent or unstable:
+
+* candidates with equal probability are ranked by their flat index ``t * K + k`` (stable sort;
+  the released ``torch.sort`` is not stable, which only matters for the top-k cut-off);
+* ``pre_nms_topk <= 0`` means no cap;
+* :func:`postprocess_video` drops segments that are empty once clamped to ``[0, duration]`` (they
+  lie wholly outside the video; the released code returned them as zero-length segments).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from uniav.postprocess.nms import NMSMethod, batched_nms
+
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+
+
+def grid_to_seconds(segments: ArrayT, *, feat_stride: float, window_frames: float, fps: float,
+                    duration: float) -> ArrayT:
+    """Feature-grid positions to seconds, clamped to the video.
+
+    ``t = (x * feat_stride + 0.5 * window_frames) / fps``, then clamped to ``[0, duration]``.
+
+    Args:
+        segments: grid positions, any shape (torch tensor or numpy array).
+        feat_stride: frames between consecutive feature steps (may be fractional).
+        window_frames: frames each feature step covers.
+        fps: frames per second.
+        duration: video length in seconds.
+
+    Returns:
+        Seconds, same type and shape as ``segments``.
+    """
+    if not fps > 0 or not feat_stride > 0:
+        raise ValueError(f"fps and feat_stride must be > 0, got fps={fps}, "
+                         f"feat_stride={feat_stride}")
+    seconds = (segments * feat_stride + 0.5 * window_frames) / fps
+    if isinstance(seconds, torch.Tensor):
+        return torch.clamp(seconds, min=0.0, max=float(duration))
+    return np.clip(seconds, 0.0, duration)
+
+
+def seconds_to_grid(segments: ArrayT, *, feat_stride: float, window_frames: float,
+                    fps: float) -> ArrayT:
+    """Seconds to feature-grid positions, the inverse of :func:`grid_to_seconds` (no clamping).
+
+    ``x = (t * fps - 0.5 * window_frames) / feat_stride``.
+
+    Args:
+        segments: times in seconds, any shape (torch tensor or numpy array).
+        feat_stride: frames between consecutive feature steps.
+        window_frames: frames each feature step covers.
+        fps: frames per second.
+
+    Returns:
+        Grid positions, same type and shape as ``segments``.
+    """
+    if not fps > 0 or not feat_stride > 0:
+        raise ValueError(f"fps and feat_stride must be > 0, got fps={fps}, "
+                         f"feat_stride={feat_stride}")
+    return (segments * fps - 0.5 * window_frames) / feat_stride
+
+
+def decode_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+                 masks: Sequence[torch.Tensor], level_strides: Sequence[int], *,
+                 pre_nms_threshold: float = 0.001, pre_nms_topk: int = 2000,
+                 duration_threshold: float = 0.05
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate segments of one video from its per-level classification logits and offsets.
+
+    Per level ``l`` (stride ``s``): ``probs = sigmoid(logits) * mask``, flattened point-major
+    (index ``t * K + k``); keep ``probs > pre_nms_threshold``; keep the ``pre_nms_topk`` highest;
+    point ``t = index // K``, class ``k = index % K``; offsets (left, right) are taken at the point
+    (class-agnostic, ``(T_l, 2)``) or at ``(point, class)`` (class-aware, ``(T_l, K, 2)``); the
+    segment is ``[t*s - left*s, t*s + right*s]``; keep it if ``right - left > duration_threshold``
+    in grid units (the released code's test on the de-normalised extent).
+
+    Args:
+        cls_logits: per level, (T_l, K) classification logits.
+        offsets: per level, (T_l, 2) or (T_l, K, 2) non-negative distances in units of the
+            level's stride.
+        masks: per level, (T_l,) validity of each point (bool or 0/1).
+        level_strides: per level, the stride in feature-grid steps (1, 2, 4, ...).
+        pre_nms_threshold: minimum probability of a candidate (strict ``>``).
+        pre_nms_topk: candidates kept per level; ``<= 0`` keeps all.
+        duration_threshold: minimum segment extent in grid units (strict ``>``).
+
+    Returns:
+        ``(segments (N, 2) float32 grid units, scores (N,) float32, labels (N,) int64)``,
+        levels concatenated in order, within a level by descending score.
+    """
+    if not (len(cls_logits) == len(offsets) == len(masks) == len(level_strides)):
+        raise ValueError(f"need one logits/offsets/mask/stride per level, got {len(cls_logits)}, "
+                         f"{len(offsets)}, {len(masks)}, {len(level_strides)}")
+    all_segments, all_scores, all_labels = [], [], []
+    for level, (logits, level_offsets, mask, stride) in enumerate(
+            zip(cls_logits, offsets, masks, level_strides)):
+        logits = logits.float()
+        level_offsets = level_offsets.float()
+        num_points, num_classes = _check_level(level, logits, level_offsets, mask)
+        probs = torch.sigmoid(logits) * mask.to(logits.dtype).unsqueeze(-1)  # (T, K)
+        flat_probs = probs.flatten()  # (T, K) -> (T*K,), index t*K + k
+        candidates = torch.nonzero(flat_probs > pre_nms_threshold, as_tuple=True)[0]
+        candidate_probs, order = torch.sort(flat_probs[candidates], descending=True, stable=True)
+        num_keep = len(order) if pre_nms_topk <= 0 else min(pre_nms_topk, len(order))
+        candidate_probs = candidate_probs[:num_keep]
+        flat_index = candidates[order[:num_keep]]
+        point_index = torch.div(flat_index, num_classes, rounding_mode="floor")
+        class_index = torch.remainder(flat_index, num_classes)
+        if level_offsets.dim() == 3:
+            picked_offsets = level_offsets.reshape(-1, 2)[flat_index]  # (T, K, 2) -> (T*K, 2)
+        else:
+            picked_offsets = level_offsets[point_index]
+        point_time = point_index.to(torch.float32) * stride
+        left = point_time - picked_offsets[:, 0] * stride
+        right = point_time + picked_offsets[:, 1] * stride
+        keep = (right - left) > duration_threshold
+        all_segments.append(torch.stack((left, right), dim=-1)[keep])
+        all_scores.append(candidate_probs[keep])
+        all_labels.append(class_index[keep].to(torch.int64))
+    if not all_segments:
+        return (torch.zeros((0, 2), dtype=torch.float32), torch.zeros(0, dtype=torch.float32),
+                torch.zeros(0, dtype=torch.int64))
+    return torch.cat(all_segments), torch.cat(all_scores), torch.cat(all_labels)
+
+
+def _check_level(level: int, logits: torch.Tensor, offsets: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[int, int]:
+    if logits.dim() != 2:
+        raise ValueError(f"level {level}: cls_logits must be (T, K), got {tuple(logits.shape)}")
+    num_points, num_classes = logits.shape
+    if offsets.shape not in ((num_points, 2), (num_points, num_classes, 2)):
+        raise ValueError(f"level {level}: offsets must be ({num_points}, 2) or "
+                         f"({num_points}, {num_classes}, 2), got {tuple(offsets.shape)}")
+    if mask.shape != (num_points,):
+        raise ValueError(f"level {level}: mask must be ({num_points},), got {tuple(mask.shape)}")
+    return num_points, num_classes
+
+
+def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+                      masks: Sequence[torch.Tensor], level_strides: Sequence[int], *,
+                      feat_stride: float, window_frames: float, fps: float, duration: float,
+                      pre_nms_threshold: float = 0.001, pre_nms_topk: int = 2000,
+                      duration_threshold: float = 0.05, nms_method: NMSMethod = "soft",
+                      iou_threshold: float = 0.7, sigma: float = 0.5, min_score: float = 0.001,
+                      max_segments: int = 100, multiclass: bool = True,
+                      voting_threshold: float = 0.0
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final detections of one video: decode, NMS, grid -> seconds.
+
+    Args:
+        cls_logits, offsets, masks, level_strides: the video's raw outputs, as for
+            :func:`decode_video`.
+        feat_stride, window_frames, fps, duration: the video's grid, as for
+            :func:`grid_to_seconds`.
+        pre_nms_threshold, pre_nms_topk, duration_threshold: see :func:`decode_video`.
+        nms_method, iou_threshold, sigma, min_score, max_segments, multiclass,
+            voting_threshold: see :func:`~uniav.postprocess.nms.batched_nms` (``sigma`` is
+            per task: tal 0.75, sed 0.4, avel 0.4 in the paper).
+
+    Returns:
+        ``(segments (N, 2) float32 seconds within [0, duration], scores (N,) float32,
+        labels (N,) int64)`` on the CPU, sorted by descending score.
+    """
+    segments, scores, labels = decode_video(
+        cls_logits, offsets, masks, level_strides, pre_nms_threshold=pre_nms_threshold,
+        pre_nms_topk=pre_nms_topk, duration_threshold=duration_threshold)
+    segments, scores, labels = batched_nms(
+        segments.cpu(), scores.cpu(), labels.cpu(), method=nms_method,
+        iou_threshold=iou_threshold, sigma=sigma, min_score=min_score,
+        max_segments=max_segments, multiclass=multiclass, voting_threshold=voting_threshold)
+    seconds = grid_to_seconds(segments, feat_stride=feat_stride, window_frames=window_frames,
+                              fps=fps, duration=duration)
+    inside = seconds[:, 1] > seconds[:, 0]
+    return seconds[inside], scores[inside], labels[inside]
