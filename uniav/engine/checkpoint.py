@@ -1,0 +1,132 @@
+"""Resumable training checkpoints and exported weights.
+
+* **Training checkpoints** (``torch.save``, read back with ``weights_only=True``) hold the
+  unwrapped model, the EMA model, optimizer, scheduler, plateau gates, data-stream positions,
+  RNG states, iteration, best metric, history and the hash of the configuration that produced
+  them.  Only plain Python types and tensors go in, so ``weights_only`` loading works.  Each is
+  written atomically (temp file, fsync, rename); a small pointer file ``latest.json`` is written
+  the same way *after* the checkpoint, so resume always finds a complete one.  A checkpoint
+  whose config hash differs from the current run is refused.
+* **Exported weights** (``safetensors``) hold the EMA weights plus string metadata (model spec,
+  class lists, feature encoders, config hash) - everything evaluation and ``uniav predict``
+  need, and nothing that can execute code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uniav.errors import InputError
+from uniav.fileio import atomic_path, atomic_write_json
+
+LOGGER = logging.getLogger(__name__)
+POINTER = "latest.json"
+
+
+def save_training_checkpoint(directory: str | Path, state: dict[str, Any], *, name: str,
+                             keep: int = 2) -> Path:
+    """Write ``state`` to ``directory/name`` atomically, then move the pointer to it.
+
+    Args:
+        directory: checkpoint directory (created if needed).
+        state: plain data and tensors only.
+        name: file name, e.g. ``iter_000120.pt``.
+        keep: how many checkpoint files to keep (older ones are deleted after the pointer moved).
+
+    Returns:
+        The checkpoint path.
+    """
+    directory = Path(directory)
+    path = directory / name
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    atomic_write_json(directory / POINTER, {"checkpoint": name,
+                                            "iteration": state.get("iteration"),
+                                            "config_hash": state.get("config_hash")})
+    checkpoints = sorted(directory.glob("iter_*.pt"), key=lambda p: p.stat().st_mtime)
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint with ``weights_only=True`` onto the CPU.
+
+    Raises:
+        InputError: missing, empty, truncated or otherwise unreadable file (naming it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("checkpoint not found", file=path)
+    if path.stat().st_size == 0:
+        raise InputError("checkpoint is empty", file=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated archive, refused pickle, ...
+        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                         file=path) from None
+    if not isinstance(state, dict):
+        raise InputError("checkpoint does not hold a dict", file=path)
+    return state
+
+
+def load_latest_checkpoint(directory: str | Path, config_hash: str) -> dict[str, Any] | None:
+    """The checkpoint the pointer names, or None when there is none yet.
+
+    Raises:
+        InputError: the pointer names a missing/corrupt file, or the checkpoint was written
+            by a run with another configuration (its hash differs from ``config_hash``).
+    """
+    directory = Path(directory)
+    pointer = directory / POINTER
+    if not pointer.exists():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError("checkpoint pointer is unreadable", file=pointer) from None
+    state = load_checkpoint_file(directory / name)
+    found = state.get("config_hash")
+    if found != config_hash:
+        raise InputError(f"checkpoint was written by another configuration (config hash {found}, "
+                         f"this run {config_hash}); delete {directory} to start afresh",
+                         file=directory / name, field="config_hash")
+    return state
+
+
+def export_weights(path: str | Path, state_dict: dict[str, torch.Tensor],
+                   metadata: dict[str, Any]) -> None:
+    """Write weights to safetensors atomically; ``metadata`` values are JSON-encoded strings."""
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
+    text_metadata = {key: json.dumps(value) for key, value in metadata.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=text_metadata)
+
+
+def load_exported_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read weights and metadata written by :func:`export_weights`.
+
+    Raises:
+        InputError: missing or corrupt file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("weights file not found", file=path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read weights ({exc})", file=path) from None
+    return tensors, metadata

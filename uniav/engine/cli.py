@@ -1,0 +1,189 @@
+"""Sub-commands of the engine: train, evaluate, predict, import-checkpoint, model-summary.
+
+Heavy modules (torch, the model) are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.errors import ConfigError
+
+#: The paper's tasks for ``model-summary --preset paper`` (classes, max_seq_len, class-aware).
+PAPER_TASKS = {"tal": (200, 256, False, 0.1, 400.0), "sed": (10, 64, True, 0.0, 400.0),
+               "avel": (100, 256, True, 0.0, 300.0)}
+
+
+def _threads(args: argparse.Namespace) -> int | None:
+    if args.threads:
+        return args.threads
+    value = os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value and value.isdigit() else None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from uniav.engine.trainer import Trainer
+    from uniav.tracking import git_commit, open_tracker
+
+    config = config_from_args(args)
+    experiment = config.experiment(args.experiment)
+    tags = {"experiment": experiment.name, "job": "train", "tasks": ",".join(experiment.tasks),
+            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+    rank = int(os.environ.get("RANK", "0"))
+    with open_tracker(config.tracking.enabled and rank == 0 and not args.no_tracking,
+                      config.tracking.uri, config.tracking.experiment_name,
+                      f"{experiment.name}/train", tags) as tracker:
+        trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
+                          work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=tracker,
+                          threads=_threads(args), progress=not args.no_progress)
+        result = trainer.fit()
+        if result.finished and trainer.context.is_main:
+            tracker.log_metrics({"val/best_mean_average_mAP": result.best_metric})
+            tracker.log_artifact(result.history)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from uniav.engine.inference import evaluate_experiment
+    from uniav.tracking import git_commit, open_tracker
+
+    config = config_from_args(args)
+    experiment = config.experiment(args.experiment)
+    tags = {"experiment": experiment.name, "job": "evaluate", "tasks": ",".join(experiment.tasks),
+            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+    with open_tracker(config.tracking.enabled and not args.no_tracking, config.tracking.uri,
+                      config.tracking.experiment_name, f"{experiment.name}/evaluate",
+                      tags) as tracker:
+        summary = evaluate_experiment(config, args.experiment, weights=args.weights,
+                                      predictions_dir=args.predictions_dir,
+                                      metrics_path=args.metrics, split=args.split,
+                                      threads=_threads(args), tracker=tracker,
+                                      progress=not args.no_progress)
+    for task, metrics in summary["tasks"].items():
+        print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from uniav.engine.predict import predict_video
+
+    result = predict_video(args.video, args.weights, output_dir=args.output_dir,
+                           tasks=args.tasks or None, min_score=args.min_score,
+                           top_k=args.top_k, threads=_threads(args))
+    print(json.dumps({"json": str(result["json"]), "figure": str(result["figure"]),
+                      "detections": {t: len(d) for t, d in result["detections"].items()}}))
+    return 0
+
+
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from uniav.engine.importer import import_released_checkpoint
+
+    config = config_from_args(args)
+    prompts = {}
+    for item in args.prompts:
+        task, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--prompts {item!r}: expected TASK=PATH")
+        prompts[task] = Path(path)
+    task_keys = None
+    if args.task_keys:
+        task_keys = {}
+        for item in args.task_keys:
+            key, sep, task = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--task-key {item!r}: expected TASKn=name")
+            task_keys[key] = task
+    out = import_released_checkpoint(config, args.checkpoint, args.output, prompts=prompts,
+                                     task_keys=task_keys, use_ema=not args.no_ema,
+                                     n_head=args.n_head)
+    print(f"wrote {out}")
+    return 0
+
+
+def _model_summary(args: argparse.Namespace) -> int:
+    from uniav.config import resolve_model
+    from uniav.model import ModelSpec, TaskHeadConfig, UniAV, count_parameters
+
+    if args.preset == "paper":
+        tasks = {name: TaskHeadConfig(*values) for name, values in PAPER_TASKS.items()}
+        dims = {"visual_dim": 1536, "audio_dim": 1536, "text_dim": 1536}
+        model_cfg = resolve_model({"preset": "paper"}, None, "model")
+    else:
+        config = config_from_args(args)
+        model_cfg = config.model_config()
+        tasks = {name: TaskHeadConfig(args.num_classes, config.task_spec(name).max_seq_len,
+                                      config.tasks[name].class_aware,
+                                      config.tasks[name].label_smoothing,
+                                      config.tasks[name].init_loss_norm)
+                 for name in config.task_names}
+        dims = {"visual_dim": args.input_dim, "audio_dim": args.input_dim, "text_dim": 384}
+    model = UniAV(ModelSpec(model=model_cfg, tasks=tasks, **dims))
+    summary = {"preset": args.preset, **count_parameters(model),
+               "tasks": {t: {"classes": h.num_classes, "class_aware": h.class_aware,
+                             "max_seq_len": h.max_seq_len} for t, h in tasks.items()},
+               **dims, "embd_dim": model_cfg.embd_dim, "arch": list(model_cfg.arch)}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Register the engine's sub-commands."""
+    p = subparsers.add_parser("train", help="train one experiment (resumable; torchrun for DDP)")
+    add_config_arguments(p)
+    p.add_argument("--experiment", required=True, help="name under experiments: in params.yaml")
+    p.add_argument("--output-dir", required=True, help="where model.safetensors and training.json go")
+    p.add_argument("--work-dir", required=True, help="resumable checkpoints (kept on failure)")
+    p.add_argument("--prompts-dir", default=None, help="directory of <task>.npy prompt embeddings")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser("evaluate", help="evaluate exported weights on a split")
+    add_config_arguments(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--weights", required=True, help="model.safetensors written by `uniav train`")
+    p.add_argument("--predictions-dir", required=True, help="writes <task>.json predictions")
+    p.add_argument("--metrics", required=True, help="the metrics JSON to write")
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-tracking", action="store_true")
+    p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("predict", help="localize actions, sound events and audio-visual "
+                                              "events in your own video")
+    p.add_argument("video", help="a video file (any container/codec FFmpeg reads)")
+    p.add_argument("--weights", required=True, help="model.safetensors from `uniav train`")
+    p.add_argument("--output-dir", default=None, help="default: next to the video")
+    p.add_argument("--tasks", nargs="*", default=None, help="default: every task of the model")
+    p.add_argument("--min-score", type=float, default=0.2, help="drop weaker detections")
+    p.add_argument("--top-k", type=int, default=20, help="keep at most this many per task")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(handler=_predict)
+
+    p = subparsers.add_parser("import-checkpoint",
+                              help="convert a checkpoint of the released implementation")
+    add_config_arguments(p)
+    p.add_argument("checkpoint", help="released .pth.tar (state_dict / state_dict_ema)")
+    p.add_argument("--output", required=True, help="model.safetensors to write")
+    p.add_argument("--prompts", nargs="+", default=[], metavar="TASK=NPY",
+                   help="prompt embeddings per task (the released .npy files)")
+    p.add_argument("--task-key", dest="task_keys", action="append", default=[],
+                   metavar="TASKn=NAME", help="released task key mapping (default TASK1=tal, "
+                                              "TASK2=avel, TASK3=sed)")
+    p.add_argument("--n-head", type=int, default=4, help="attention heads of the checkpoint")
+    p.add_argument("--no-ema", action="store_true", help="take state_dict, not state_dict_ema")
+    p.set_defaults(handler=_import_checkpoint)
+
+    p = subparsers.add_parser("model-summary", help="print parameter counts as JSON")
+    add_config_arguments(p)
+    p.add_argument("--preset", default="paper", choices=["paper", "config"],
+                   help="paper: the published model with the paper's tasks; config: params.yaml")
+    p.add_argument("--num-classes", type=int, default=10, help="(preset config) classes per task")
+    p.add_argument("--input-dim", type=int, default=128, help="(preset config) feature width")
+    p.set_defaults(handler=_model_summary)

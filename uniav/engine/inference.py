@@ -1,0 +1,206 @@
+"""Inference over a dataset split, post-processing, and scoring (DESIGN sections 6.9 and 8).
+
+The model returns raw per-level outputs; :func:`detections_of_batch` decodes them with
+:mod:`uniav.postprocess` (top-k, decoding, per-task soft-NMS, grid -> seconds) and
+:func:`evaluate_dataset` scores them with :mod:`uniav.evaluation` against the split's ground
+truth.  :func:`evaluate_experiment` is ``uniav evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uniav.config import Config, EvalConfig, TaskSpec, config_hash, to_plain
+from uniav.errors import InputError
+from uniav.fileio import atomic_write_json
+from uniav.tracking import NullTracker, Tracker
+
+LOGGER = logging.getLogger(__name__)
+
+#: One detection in the ActivityNet results format.
+Detection = dict[str, Any]
+
+
+def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval_cfg: EvalConfig,
+                        classes: list[str], class_aware: bool) -> list[list[Detection]]:
+    """Decode one batch of raw outputs into per-video detections in seconds.
+
+    Args:
+        output: :class:`~uniav.model.ModelOutput` of the batch.
+        videos: per video, an object with ``duration``, ``fps``, ``feat_stride``,
+            ``window_frames`` (the batch's :class:`VideoMeta`).
+        task_settings: the task's :class:`~uniav.config.TaskConfig` (NMS sigma).
+        eval_cfg: post-processing settings.
+        classes: class names of the task.
+        class_aware: whether offsets are per class.
+
+    Returns:
+        Per video, detections ``{"segment": [t0, t1], "label": name, "score": s}`` sorted by
+        descending score.
+    """
+    from uniav.postprocess import postprocess_video
+
+    results = []
+    for index, video in enumerate(videos):
+        segments, scores, labels = postprocess_video(
+            [level[index].float() for level in output.cls_logits],
+            [level[index].float() for level in output.offsets],
+            [level[index] for level in output.masks],
+            output.level_strides,
+            pre_nms_threshold=eval_cfg.pre_nms_threshold, pre_nms_topk=eval_cfg.pre_nms_topk,
+            duration_threshold=eval_cfg.duration_threshold, nms_method=eval_cfg.nms,
+            iou_threshold=eval_cfg.iou_threshold, sigma=task_settings.nms_sigma,
+            min_score=eval_cfg.min_score, max_segments=eval_cfg.max_segments,
+            multiclass=eval_cfg.multiclass_nms, voting_threshold=eval_cfg.voting_threshold,
+            feat_stride=video.feat_stride, window_frames=video.window_frames, fps=video.fps,
+            duration=video.duration)
+        detections = []
+        for (start, end), score, label in zip(segments.tolist(), scores.tolist(), labels.tolist()):
+            start, end = round(start, 4), round(end, 4)
+            if end > start:  # rounding can close a segment shorter than 1e-4 s
+                detections.append({"segment": [start, end], "label": classes[int(label)],
+                                   "score": round(score, 6)})
+        results.append(detections)
+    return results
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_cfg: EvalConfig,
+                    device: torch.device, *, autocast_dtype: torch.dtype | None = None,
+                    progress: bool = False) -> dict[str, list[Detection]]:
+    """Detections for every video of a dataset split (ActivityNet results mapping)."""
+    from tqdm import tqdm
+
+    from uniav.data.dataset import collate, padded_length
+
+    was_training = model.training
+    model.eval()
+    max_stride = model.level_strides[-1]
+    predictions: dict[str, list[Detection]] = {}
+    indices = list(range(len(dataset)))
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
+    batches = [indices[i:i + eval_cfg.batch_size] for i in range(0, len(indices), eval_cfg.batch_size)]
+    for batch_indices in tqdm(batches, desc=f"predict {spec.name}", disable=not progress,
+                              mininterval=2.0):
+        items = [dataset.get(i) for i in batch_indices]
+        length = padded_length([item.visual.shape[-1] for item in items],
+                               max_seq_len=spec.data.max_seq_len, max_stride=max_stride,
+                               training=False)
+        batch = collate(items, length).to(device)
+        with autocast:
+            output = model(batch.visual, batch.audio, batch.mask, spec.name)
+        for meta, detections in zip(batch.videos, detections_of_batch(
+                output, batch.videos, spec.task, eval_cfg, dataset.classes, spec.class_aware)):
+            predictions[meta.video_id] = detections
+    model.train(was_training)
+    return predictions
+
+
+def score_predictions(dataset: Any, spec: TaskSpec, predictions: dict[str, list[Detection]],
+                      eval_cfg: EvalConfig, sed_extras: bool = False) -> dict[str, Any]:
+    """Detection mAP (and SED extras) of predictions against a split's ground truth."""
+    from uniav.data.annotations import load_annotations
+    from uniav.evaluation import evaluate_detection
+
+    database = load_annotations(spec.data.annotations)
+    ground_truth = [database.videos[video_id] for video_id in dataset.video_ids]
+    result = evaluate_detection(ground_truth, {"results": predictions},
+                                thresholds=spec.task.tiou_thresholds, classes=dataset.classes,
+                                remove_duplicate_gt=eval_cfg.remove_duplicate_gt)
+    metrics = result.to_dict()
+    if sed_extras:
+        from uniav.evaluation.sed import sed_extras as compute_sed_extras
+        metrics["sed"] = compute_sed_extras(ground_truth, {"results": predictions}, dataset.classes)
+    return metrics
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_cfg: EvalConfig,
+                     device: torch.device, *, autocast_dtype: torch.dtype | None = None,
+                     sed_extras: bool = False, progress: bool = False
+                     ) -> tuple[dict[str, Any], dict[str, list[Detection]]]:
+    """Predict a split and score it.  Returns ``(metrics, predictions)``."""
+    predictions = predict_dataset(model, dataset, spec, eval_cfg, device,
+                                  autocast_dtype=autocast_dtype, progress=progress)
+    return score_predictions(dataset, spec, predictions, eval_cfg, sed_extras), predictions
+
+
+def load_model_from_weights(path: str | Path, device: torch.device | str = "cpu"
+                            ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a :class:`~uniav.model.UniAV` from ``model.safetensors`` (strict load).
+
+    Returns:
+        ``(model in eval mode, metadata)``.
+    """
+    from uniav.engine.checkpoint import load_exported_weights
+    from uniav.model import ModelSpec, UniAV
+
+    tensors, metadata = load_exported_weights(path)
+    if metadata.get("format") != "uniav-weights-v1" or "model_spec" not in metadata:
+        raise InputError("not a weights file written by `uniav train` or `uniav import-checkpoint`",
+                         file=path, field="metadata")
+    model = UniAV(ModelSpec.from_dict(metadata["model_spec"]))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the stored model spec: {exc}", file=path) from None
+    return model.to(device).eval(), metadata
+
+
+def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
+                        predictions_dir: str | Path, metrics_path: str | Path,
+                        split: str = "test", threads: int | None = None,
+                        tracker: Tracker | None = None, progress: bool = True) -> dict[str, Any]:
+    """``uniav evaluate``: run exported weights over a split of every task of the experiment,
+    write ``<predictions_dir>/<task>.json`` and the metrics JSON.
+
+    Returns:
+        The metrics summary that was written.
+    """
+    from uniav.data.dataset import LocalizationDataset
+    from uniav.engine.distributed import resolve_device
+
+    tracker = tracker or NullTracker()
+    if threads:
+        torch.set_num_threads(threads)
+    resolved = config.experiment(experiment)
+    device = resolve_device(resolved.train.device)
+    model, metadata = load_model_from_weights(weights, device)
+    summary: dict[str, Any] = {"experiment": experiment, "split": split,
+                               "benchmark": config.benchmark, "weights": str(weights),
+                               "weights_config_hash": metadata.get("config_hash"),
+                               "eval": to_plain(config.eval), "tasks": {}}
+    predictions_dir = Path(predictions_dir)
+    for task in resolved.tasks:
+        spec = resolved.specs[task]
+        if metadata.get("classes", {}).get(task) is None:
+            raise InputError(f"the weights have no task {task!r}", file=weights, field="classes")
+        dataset = LocalizationDataset(spec, split, seed=config.seed,
+                                      remove_duplicate_gt=config.eval.remove_duplicate_gt,
+                                      preload=spec.data.preload_features)
+        if dataset.classes != metadata["classes"][task]:
+            raise InputError(f"task {task!r}: the weights were trained with other classes",
+                             file=weights, field="classes")
+        metrics, predictions = evaluate_dataset(
+            model, dataset, spec, config.eval, device, sed_extras=(task == "sed"),
+            progress=progress)
+        atomic_write_json(predictions_dir / f"{task}.json",
+                          {"version": "uniav", "external_data": {}, "results": predictions})
+        summary["tasks"][task] = metrics
+        flat = {f"test/{task}/average_mAP": metrics["average_mAP"]}
+        flat.update({f"test/{task}/mAP@{t:.2f}": v
+                     for t, v in zip(metrics["thresholds"], metrics["mAP"])})
+        for key, value in (metrics.get("sed") or {}).items():
+            if isinstance(value, (int, float)):
+                flat[f"test/{task}/{key}"] = value
+        tracker.log_metrics(flat)
+        LOGGER.info("%s %s: average mAP %.4f", experiment, task, metrics["average_mAP"])
+    summary["config_hash"] = config_hash(summary["eval"])
+    atomic_write_json(metrics_path, summary)
+    tracker.log_artifact(metrics_path)
+    return summary

@@ -1,0 +1,165 @@
+"""``uniav predict VIDEO``: localize actions, sound events and audio-visual events in one's own
+video with a trained model.
+
+The exported weights carry, per task, the encoders and time grid the model was trained with;
+the video is decoded and encoded the same way (resized to the task's fixed length when the task
+does that, like ActivityNet), every task of the model runs, and the detections are written as
+JSON plus a timeline figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uniav.config import DatasetTaskConfig, EvalConfig, TaskConfig, _convert
+from uniav.errors import InputError
+from uniav.fileio import atomic_path, atomic_write_json
+
+LOGGER = logging.getLogger(__name__)
+
+
+class _VideoMeta:
+    """The per-video timing the decoder needs (same fields as the dataset's VideoMeta)."""
+
+    def __init__(self, duration: float, fps: float, feat_stride: float, window_frames: float):
+        self.duration, self.fps = duration, fps
+        self.feat_stride, self.window_frames = feat_stride, window_frames
+
+
+def _task_inputs(visual: np.ndarray, audio: np.ndarray, duration: float,
+                 data_cfg: DatasetTaskConfig) -> tuple[torch.Tensor, torch.Tensor, _VideoMeta]:
+    """Features (T, C) -> model inputs (1, C, T') on the task's grid (resized if it resizes)."""
+    visual_t = torch.from_numpy(np.ascontiguousarray(visual.T))[None]  # (T, C) -> (1, C, T)
+    audio_t = torch.from_numpy(np.ascontiguousarray(audio.T))[None]
+    stride, window = float(data_cfg.feat_stride), float(data_cfg.window_frames)
+    if data_cfg.resize_length:
+        steps = visual_t.shape[-1]
+        length = data_cfg.resize_length
+        stride = window = ((steps - 1) * data_cfg.feat_stride + data_cfg.window_frames) / length
+        visual_t = torch.nn.functional.interpolate(visual_t, size=length, mode="linear",
+                                                   align_corners=False)
+        audio_t = torch.nn.functional.interpolate(audio_t, size=length, mode="linear",
+                                                  align_corners=False)
+    return visual_t, audio_t, _VideoMeta(duration, float(data_cfg.fps), stride, window)
+
+
+def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | Path | None = None,
+                  tasks: list[str] | None = None, min_score: float = 0.2, top_k: int = 20,
+                  threads: int | None = None) -> dict[str, Any]:
+    """Run every (or the chosen) task of a trained model on one video.
+
+    Args:
+        video: the media file.
+        weights: ``model.safetensors`` written by ``uniav train``.
+        output_dir: where ``<video stem>.uniav.json`` and ``.png`` go (default: beside the video).
+        tasks: tasks to run (default: all the model has).
+        min_score: drop detections below this score.
+        top_k: keep at most this many detections per task.
+        threads: torch CPU threads.
+
+    Returns:
+        ``{"json": path, "figure": path, "detections": {task: [...]}}``.
+    """
+    from uniav.data.extract import extract_video_features
+    from uniav.engine.inference import detections_of_batch, load_model_from_weights
+
+    if threads:
+        torch.set_num_threads(threads)
+    video = Path(video)
+    if not video.exists():
+        raise InputError("video not found", file=video)
+    model, metadata = load_model_from_weights(weights)
+    eval_cfg = _convert(EvalConfig, metadata.get("eval", {}), "eval")
+    available = list(metadata["model_spec"]["tasks"])
+    tasks = tasks or available
+    for task in tasks:
+        if task not in available:
+            raise InputError(f"the model has no task {task!r} (it has {', '.join(available)})",
+                             file=weights, field="tasks")
+    features_cache: dict[tuple, tuple[np.ndarray, np.ndarray, float]] = {}
+    detections: dict[str, list[dict[str, Any]]] = {}
+    duration = 0.0
+    for task in tasks:
+        task_meta = metadata["tasks"][task]
+        data_cfg = _convert(DatasetTaskConfig, task_meta["data"], f"tasks.{task}.data")
+        task_cfg = _convert(TaskConfig, task_meta["task"], f"tasks.{task}.task")
+        feature_meta = (metadata.get("features") or {}).get(task) or {}
+        if "visual_encoder" not in feature_meta or "audio_encoder" not in feature_meta:
+            raise InputError(f"task {task!r}: the weights do not record the feature encoders",
+                             file=weights, field="features")
+        key = (feature_meta["visual_encoder"], feature_meta["audio_encoder"], data_cfg.fps,
+               data_cfg.feat_stride, data_cfg.window_frames)
+        if key not in features_cache:
+            features_cache[key] = extract_video_features(
+                video, fps=data_cfg.fps, feat_stride=data_cfg.feat_stride,
+                window_frames=data_cfg.window_frames, visual_encoder=feature_meta["visual_encoder"],
+                audio_encoder=feature_meta["audio_encoder"])
+        visual, audio, duration = features_cache[key]
+        visual_t, audio_t, meta = _task_inputs(visual, audio, duration, data_cfg)
+        steps = visual_t.shape[-1]
+        max_stride = model.level_strides[-1]
+        length = max(data_cfg.max_seq_len, -(-steps // max_stride) * max_stride)
+        pad = length - steps
+        visual_t = torch.nn.functional.pad(visual_t, (0, pad))
+        audio_t = torch.nn.functional.pad(audio_t, (0, pad))
+        mask = torch.arange(length)[None] < steps
+        with torch.no_grad():
+            output = model(visual_t, audio_t, mask, task)
+        found = detections_of_batch(output, [meta], task_cfg, eval_cfg,
+                                    metadata["classes"][task], task_cfg.class_aware)[0]
+        detections[task] = [d for d in found if d["score"] >= min_score][:top_k]
+    output_dir = Path(output_dir) if output_dir else video.parent
+    stem = video.stem
+    json_path = output_dir / f"{stem}.uniav.json"
+    figure_path = output_dir / f"{stem}.uniav.png"
+    atomic_write_json(json_path, {
+        "video": str(video), "duration": round(duration, 3), "weights": str(weights),
+        "experiment": metadata.get("experiment"), "min_score": min_score,
+        "tasks": {task: [{"label": d["label"], "start": d["segment"][0], "end": d["segment"][1],
+                          "score": d["score"]} for d in found]
+                  for task, found in detections.items()}})
+    plot_timeline(figure_path, detections, duration, title=video.name)
+    return {"json": json_path, "figure": figure_path, "detections": detections}
+
+
+TASK_TITLES = {"tal": "visual actions (TAL)", "sed": "sound events (SED)",
+               "avel": "audio-visual events (AVEL)"}
+
+
+def plot_timeline(path: Path, detections: dict[str, list[dict[str, Any]]], duration: float,
+                  title: str = "") -> None:
+    """A PNG with one row per task and one bar per detection (opacity = score)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(detections)
+    figure, axes = plt.subplots(len(tasks), 1, figsize=(10, 1.4 * len(tasks) + 0.6), squeeze=False,
+                                sharex=True)
+    palette = plt.get_cmap("tab20")
+    for axis, task in zip(axes[:, 0], tasks):
+        labels = sorted({d["label"] for d in detections[task]})
+        rows = {label: i for i, label in enumerate(labels)}
+        for d in detections[task]:
+            start, end = d["segment"]
+            axis.barh(rows[d["label"]], end - start, left=start, height=0.8,
+                      color=palette(rows[d["label"]] % 20), alpha=0.35 + 0.65 * d["score"])
+            axis.text(start, rows[d["label"]], f" {d['score']:.2f}", va="center", fontsize=7)
+        axis.set_yticks(range(len(labels)), labels, fontsize=8)
+        axis.set_ylim(-0.6, max(len(labels), 1) - 0.4)
+        axis.set_title(TASK_TITLES.get(task, task), fontsize=9, loc="left")
+        axis.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlim(0, max(duration, 1e-3))
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)

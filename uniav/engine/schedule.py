@@ -1,0 +1,122 @@
+"""Learning-rate schedule, EMA of the weights and the per-task plateau gate (DESIGN section 7)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear warm-up from 0 over ``warmup_steps``, then cosine decay to 0 at
+    ``total_steps`` (the scheduler steps once per iteration)."""
+    if step < warmup_steps:
+        return step / max(warmup_steps, 1)
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR applying :func:`warmup_cosine_factor` to every parameter group."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps))
+
+
+class ModelEMA:
+    """Exponential moving average of a model's parameters (buffers are copied, not averaged).
+
+    With ``warmup`` the decay used at update ``n`` is ``min(decay, (1 + n) / (10 + n))`` so that
+    short runs are not dominated by the initial weights; at the paper's scale (thousands of
+    updates) it equals ``decay`` after the first few hundred updates.
+
+    Args:
+        model: the (unwrapped) model to follow.
+        decay: the EMA decay.
+        warmup: use the warm-up rule above.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average one step towards ``model``."""
+        decay = self.current_decay()
+        for ema_param, param in zip(self.module.parameters(), model.parameters()):
+            ema_param.lerp_(param.detach(), 1.0 - decay)
+        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+class PlateauGate:
+    """Per-task gate on validation mAP: once a task plateaus it trains only every
+    ``iteration_gap``-th iteration, until its metric degrades again.
+
+    Semantics of the released implementation's ``MultiTaskStopOnPlateau(mode="max")``: a value
+    is *better* when it exceeds ``best * (1 + threshold)``; after more than ``patience``
+    epochs without improvement the task enters the gated state (and a cooldown starts, during
+    which bad epochs are not counted); a gated task is released when its value falls below
+    ``best * (1 - continue_threshold)``.
+    """
+
+    def __init__(self, patience: int = 1, threshold: float = 0.001,
+                 continue_threshold: float = 0.005, cooldown: int = 1):
+        self.patience = patience
+        self.threshold = threshold
+        self.continue_threshold = continue_threshold
+        self.cooldown = cooldown
+        self.best = -math.inf
+        self.bad_epochs = 0
+        self.cooldown_counter = 0
+        self.gated = False
+
+    def step(self, value: float) -> None:
+        """Record one validation value (higher is better)."""
+        if value > self.best * (1.0 + self.threshold):
+            self.best = value
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.bad_epochs = 0
+        if self.bad_epochs > self.patience:
+            self.gated = True
+            self.cooldown_counter = self.cooldown
+            self.bad_epochs = 0
+        elif self.gated and value < self.best * (1.0 - self.continue_threshold):
+            self.gated = False
+            self.cooldown_counter = self.cooldown
+            self.bad_epochs = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs,
+                "cooldown_counter": self.cooldown_counter, "gated": self.gated}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self.gated = bool(state["gated"])
