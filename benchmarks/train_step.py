@@ -57,16 +57,18 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, re
 
 
 def make_batch(task: str, batch: int, device: torch.device):
+    """``batch`` videos of the task's max length (random features, a few instances each)."""
     length = PAPER_TASKS[task].max_seq_len
     generator = torch.Generator().manual_seed(0)
     visual = torch.randn(batch, 1536, length, generator=generator).to(device)
     audio = torch.randn(batch, 1536, length, generator=generator).to(device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-    segments = [torch.tensor([[10.0, 60.0], [100.0, 180.0], [200.0, 230.0]]),
+    patterns = [torch.tensor([[10.0, 60.0], [100.0, 180.0], [200.0, 230.0]]),
                 torch.tensor([[5.0, 250.0]])]
-    labels = [torch.tensor([3, 17, 42]) % PAPER_TASKS[task].num_classes,
-              torch.tensor([7]) % PAPER_TASKS[task].num_classes]
-    return visual, audio, mask, segments[:batch], labels[:batch]
+    num_classes = PAPER_TASKS[task].num_classes
+    segments = [patterns[i % 2].clamp(max=length - 1) for i in range(batch)]
+    labels = [torch.arange(len(s)) * 7 % num_classes for s in segments]
+    return visual, audio, mask, segments, labels
 
 
 def main() -> int:

@@ -37,10 +37,15 @@ def _train(args: argparse.Namespace) -> int:
     with open_tracker(config.tracking.enabled and rank == 0 and not args.no_tracking,
                       config.tracking.uri, config.tracking.experiment_name,
                       f"{experiment.name}/train", tags) as tracker:
+        from uniav.engine.distributed import shutdown
+
         trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
                           work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=tracker,
                           threads=_threads(args), progress=not args.no_progress)
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        finally:
+            shutdown(trainer.context)
         if result.finished and trainer.context.is_main:
             tracker.log_metrics({"val/best_mean_average_mAP": result.best_metric})
             tracker.log_artifact(result.history)

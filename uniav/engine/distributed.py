@@ -1,7 +1,9 @@
 """Process-group set-up: single process by default, DistributedDataParallel under ``torchrun``.
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with them present the process
-group is initialised with NCCL on GPUs and Gloo on CPU.  Rank 0 logs, evaluates and saves.
+group is initialised with NCCL on GPUs and Gloo on CPU and the model is wrapped in
+DistributedDataParallel - also for a single process (``--nproc_per_node 1``), which exercises
+the same code path on a one-GPU machine.  Rank 0 logs, evaluates and saves.
 """
 
 from __future__ import annotations
@@ -22,14 +24,11 @@ class DistributedContext:
     world_size: int
     local_rank: int
     device: torch.device
+    enabled: bool = False  # a process group is initialised (launched by torchrun)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -41,9 +40,9 @@ def resolve_device(requested: str) -> torch.device:
 
 def init_distributed(requested_device: str = "auto") -> DistributedContext:
     """Initialise the process group when launched by ``torchrun``; otherwise a 1-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistributedContext(0, 1, 0, resolve_device(requested_device))
+    world_size = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(requested_device)
@@ -52,7 +51,7 @@ def init_distributed(requested_device: str = "auto") -> DistributedContext:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank, world_size, local_rank, device)
+    return DistributedContext(rank, world_size, local_rank, device, enabled=True)
 
 
 def barrier(context: DistributedContext) -> None:

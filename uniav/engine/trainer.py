@@ -354,9 +354,10 @@ class Trainer:
                 self.best_metric = mean_val
                 self.best_epoch = epoch
                 self._export_best()
-            LOGGER.info("epoch %d/%d: validation average mAP %s (best epoch %s)", epoch + 1,
-                        self.total_epochs, {t: round(v, 4) for t, v in val.items()},
-                        self.best_epoch)
+            if self.context.is_main:
+                LOGGER.info("epoch %d/%d: validation average mAP %s (best epoch %s)", epoch + 1,
+                            self.total_epochs, {t: round(v, 4) for t, v in val.items()},
+                            self.best_epoch)
         self.history.append(record)
 
     def _export_best(self) -> None:
