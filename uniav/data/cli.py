@@ -1,0 +1,139 @@
+"""Sub-commands of the data area: ``synthesize``, ``extract``, ``prompts`` and ``probe``.
+
+Heavy modules (PyAV, torch, sentence-transformers, scikit-learn) are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.errors import ConfigError
+
+
+def _tasks(args: argparse.Namespace, known: list[str], what: str) -> list[str]:
+    tasks = args.task or list(known)
+    for task in tasks:
+        if task not in known:
+            raise ConfigError(f"--task {task}: unknown {what} task (known: {', '.join(known)})")
+    return tasks
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from uniav.data.synthetic import synthesize
+
+    config = config_from_args(args)
+    known = [t for t in config.task_names if t in config.datasets.synthetic.tasks]
+    tasks = _tasks(args, known, "synthetic")
+    start = time.perf_counter()
+    written = synthesize(config, tasks, force=args.force, progress=not args.no_progress,
+                         jobs=args.jobs)
+    for task, path in written.items():
+        print(f"{task}: {path}")
+    print(f"synthesize: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.list_encoders:
+        from uniav.data.encoders import list_encoders
+
+        rows = list_encoders(config.features)
+        width = max(len(row["name"]) for row in rows)
+        for row in rows:
+            chosen = " (selected)" if row["name"] in (config.features.visual_encoder,
+                                                      config.features.audio_encoder) else ""
+            print(f"{row['name']:<{width}}  {row['modality']:<6}  dim {row['dim']:<5}  "
+                  f"{row['input']}; {row['description']}{chosen}")
+        return 0
+    from uniav.data.extract import extract
+
+    tasks = _tasks(args, config.task_names, "")
+    start = time.perf_counter()
+    written = extract(config, tasks, force=args.force, progress=not args.no_progress,
+                      jobs=args.jobs)
+    for task, path in written.items():
+        print(f"{task}: {path}")
+    print(f"extract: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from uniav.data.prompts import build_all_prompts
+
+    config = config_from_args(args)
+    tasks = _tasks(args, config.task_names, "")
+    start = time.perf_counter()
+    for task, path in build_all_prompts(config, tasks, force=args.force).items():
+        print(f"{task}: {path}")
+    print(f"prompts: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from uniav.data.probe import format_table, plot_probe, run_probes
+
+    config = config_from_args(args)
+    tasks = _tasks(args, config.task_names, "")
+    results = run_probes(config, tasks)
+    print(format_table(results))
+    if args.figure:
+        plot_probe(results, args.figure)
+        print(f"wrote {args.figure}")
+    if args.json:
+        from uniav.fileio import atomic_write_json
+
+        atomic_write_json(args.json, results)
+        print(f"wrote {args.json}")
+    else:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``synthesize``, ``extract``, ``prompts`` and ``probe``.
+
+    Args:
+        subparsers: the ``uniav`` command's sub-parsers.
+    """
+    p = subparsers.add_parser("synthesize", help="generate the synthetic benchmark (media + "
+                              "annotations) from datasets.synthetic")
+    add_config_arguments(p)
+    p.add_argument("--task", action="append", default=[], metavar="TASK",
+                   help="task to generate (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="regenerate complete outputs too")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes (default: %(default)s; a rule passes its threads)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_synthesize)
+
+    p = subparsers.add_parser("extract", help="decode media and write the feature stores")
+    add_config_arguments(p)
+    p.add_argument("--task", action="append", default=[], metavar="TASK",
+                   help="task to extract (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="re-extract videos already stored")
+    p.add_argument("--list-encoders", action="store_true",
+                   help="print the encoder registry and exit")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes (default: %(default)s; a rule passes its threads)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_extract)
+
+    p = subparsers.add_parser("prompts", help="compute the class-prompt embeddings")
+    add_config_arguments(p)
+    p.add_argument("--task", action="append", default=[], metavar="TASK",
+                   help="task (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="rewrite up-to-date outputs too")
+    p.set_defaults(handler=_prompts)
+
+    p = subparsers.add_parser("probe", help="linear probe of the extracted features "
+                              "(A+V, audio-only, visual-only accuracy per task)")
+    add_config_arguments(p)
+    p.add_argument("--task", action="append", default=[], metavar="TASK",
+                   help="task (repeatable; default: all)")
+    p.add_argument("--figure", default=None, metavar="PNG", help="write a bar chart")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.set_defaults(handler=_probe)
