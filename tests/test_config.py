@@ -91,3 +91,12 @@ def test_json_schema_matches_dataclasses(repo_root, raw):
     bad["train"]["surprise"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_explicit_override_wins_over_the_scale(repo_root):
+    config = load_config(repo_root / "params.yaml",
+                         ["train.epochs=7", "scale=tiny", "datasets.synthetic.videos.tal.train=5"])
+    assert config.scale == "tiny"
+    assert config.train.epochs == 7                                 # tiny says 2
+    assert config.datasets.synthetic.videos["tal"].train == 5      # tiny says 8
+    assert config.datasets.synthetic.videos["sed"].train == 8      # from the scale

@@ -433,17 +433,31 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    parsed = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        _set_path(raw, key.split("."), yaml.safe_load(value))
-    return config_from_dict(raw)
+        parsed.append((key.split("."), yaml.safe_load(value)))
+    return config_from_dict(raw, parsed)
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Validate an already-parsed configuration mapping (see :func:`load_config`)."""
+def config_from_dict(raw: dict[str, Any],
+                     overrides: list[tuple[list[str], Any]] | None = None) -> Config:
+    """Validate an already-parsed configuration mapping (see :func:`load_config`).
+
+    Args:
+        raw: the parsed ``params.yaml``.
+        overrides: ``(key path, value)`` pairs.  Those that set ``scale`` or ``scales`` are
+            applied first; the others after the selected scale's overrides, so an explicit
+            override always wins over the scale.
+    """
     raw = copy.deepcopy(raw)
+    overrides = overrides or []
+    for keys, value in overrides:
+        if keys[0] in ("scale", "scales"):
+            _set_path(raw, keys, value)
+    overrides_after_scale = [(k, v) for k, v in overrides if k[0] not in ("scale", "scales")]
     scale = raw.get("scale", "default")
     scales = raw.get("scales") or {}
     if not isinstance(scales, dict):
@@ -451,13 +465,15 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     if scale != "default":
         if scale not in scales:
             raise ConfigError(f"scale: unknown scale {scale!r} (known: default, {', '.join(scales)})")
-        overrides = scales[scale] or {}
-        if not isinstance(overrides, dict):
+        scale_overrides = scales[scale] or {}
+        if not isinstance(scale_overrides, dict):
             raise ConfigError(f"scales.{scale}: expected a mapping")
-        for key in overrides:
+        for key in scale_overrides:
             if key in ("scale", "scales"):
                 raise ConfigError(f"scales.{scale}.{key}: a scale cannot change {key}")
-        raw = _deep_merge(raw, overrides)
+        raw = _deep_merge(raw, scale_overrides)
+    for keys, value in overrides_after_scale:
+        _set_path(raw, keys, value)
     config = _convert(Config, raw, "")
     _check_consistency(config)
     return config

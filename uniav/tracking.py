@@ -3,7 +3,7 @@
 One MLflow run per training job and per evaluation job, named after the experiment, with
 flattened params, per-step losses and learning rate, per-epoch validation mAP, final test
 metrics, artifacts and tags (git commit, task set, benchmark).  Metric names are stable
-(``train/<task>/cls_loss``, ``val/<task>/average_mAP``, ``test/<task>/mAP@0.50`` ...) so runs
+(``train/<task>/cls_loss``, ``val/<task>/average_mAP``, ``test/<task>/mAP_0.50`` ...) so runs
 compare side by side in ``mlflow ui``.
 
 SQLite and parallel jobs: a *new* store created by two processes at once can be corrupted, so

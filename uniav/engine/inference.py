@@ -193,7 +193,7 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
                           {"version": "uniav", "external_data": {}, "results": predictions})
         summary["tasks"][task] = metrics
         flat = {f"test/{task}/average_mAP": metrics["average_mAP"]}
-        flat.update({f"test/{task}/mAP@{t:.2f}": v
+        flat.update({f"test/{task}/mAP_{t:.2f}": v
                      for t, v in zip(metrics["thresholds"], metrics["mAP"])})
         for key, value in (metrics.get("sed") or {}).items():
             if isinstance(value, (int, float)):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniav.config import DatasetTaskConfig, EvalConfig, TaskConfig, _convert
+from uniav.config import DatasetTaskConfig, EvalConfig, FeaturesConfig, TaskConfig, _convert
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_json
 
@@ -75,6 +75,7 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
         raise InputError("video not found", file=video)
     model, metadata = load_model_from_weights(weights)
     eval_cfg = _convert(EvalConfig, metadata.get("eval", {}), "eval")
+    features_cfg = _convert(FeaturesConfig, metadata.get("features_config", {}), "features")
     available = list(metadata["model_spec"]["tasks"])
     tasks = tasks or available
     for task in tasks:
@@ -98,7 +99,7 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
             features_cache[key] = extract_video_features(
                 video, fps=data_cfg.fps, feat_stride=data_cfg.feat_stride,
                 window_frames=data_cfg.window_frames, visual_encoder=feature_meta["visual_encoder"],
-                audio_encoder=feature_meta["audio_encoder"])
+                audio_encoder=feature_meta["audio_encoder"], features_config=features_cfg)
         visual, audio, duration = features_cache[key]
         visual_t, audio_t, meta = _task_inputs(visual, audio, duration, data_cfg)
         steps = visual_t.shape[-1]

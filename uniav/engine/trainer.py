@@ -382,7 +382,8 @@ class Trainer:
                 "classes": {t: d.train.classes for t, d in self.data.items()},
                 "tasks": {t: {"data": to_plain(s.data), "task": to_plain(s.task)}
                           for t, s in self.experiment.specs.items()},
-                "features": features, "eval": to_plain(self.config.eval),
+                "features": features, "features_config": to_plain(self.config.features),
+                "eval": to_plain(self.config.eval),
                 "config_hash": self.config_hash, "best_epoch": self.best_epoch,
                 "best_validation_mAP": self.best_metric}
 
