@@ -93,3 +93,15 @@ def test_full_run_exports_best_weights_and_learns(planted_root, tmp_path):
     assert history["best_epoch"] is not None
     final = history["history"][-1]["val_average_mAP"]
     assert all(value > 0.2 for value in final.values()), final
+
+
+def test_resumed_run_still_exports_the_best_weights(planted_root, tmp_path):
+    """Snakemake deletes the outputs of a failed job; the best weights live in the work dir,
+    so a run resumed after its best epoch still writes model.safetensors."""
+    config = tiny_config(planted_root, **{"train.epochs": 2})
+    first = _trainer(config, tmp_path, "export")
+    first.fit(stop_after_iterations=first.total_iterations - 1)
+    assert (tmp_path / "work_export" / "best.safetensors").exists()
+    assert not (tmp_path / "out_export" / "model.safetensors").exists()
+    result = _trainer(config, tmp_path, "export").fit()
+    assert result.weights.exists() and result.best_epoch is not None

@@ -15,9 +15,10 @@ Schedule of one run::
 
 Outputs: ``<output_dir>/model.safetensors`` (EMA weights of the best validation epoch, with the
 model spec, class lists and feature metadata as safetensors metadata) and
-``<output_dir>/training.json`` (history, best epoch, timings).  Resumable checkpoints live in
-``work_dir`` (outside the Snakemake outputs, so a failed job keeps them); a killed run resumes
-exactly where its last checkpoint stopped.
+``<output_dir>/training.json`` (history, best epoch, timings), both written when training
+finishes.  Resumable checkpoints and the best weights so far live in ``work_dir`` (outside the
+Snakemake outputs, so a failed job keeps them); a killed run resumes exactly where its last
+checkpoint stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from uniav.engine.optim import make_optimizer
 from uniav.engine.sampling import BatchStream
 from uniav.engine.schedule import ModelEMA, PlateauGate, make_scheduler
 from uniav.errors import InputError
-from uniav.fileio import atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json
 from uniav.model import ModelSpec, TaskHeadConfig, UniAV
 from uniav.tracking import NullTracker, Tracker
 
@@ -360,11 +362,14 @@ class Trainer:
                             self.best_epoch)
         self.history.append(record)
 
+    BEST_WEIGHTS = "best.safetensors"
+
     def _export_best(self) -> None:
+        """Save the EMA weights of the new best epoch in the work directory (they move to the
+        output directory when training finishes, so a killed and resumed run still has them)."""
         if not self.context.is_main:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        export_weights(self.output_dir / "model.safetensors", self.ema.module.state_dict(),
+        export_weights(self.work_dir / self.BEST_WEIGHTS, self.ema.module.state_dict(),
                        self.export_metadata())
 
     def export_metadata(self) -> dict[str, Any]:
@@ -445,7 +450,14 @@ class Trainer:
         bar.close()
         self.tracker.flush()
         history_path = self.output_dir / "training.json"
+        weights_path = self.output_dir / "model.safetensors"
         if self.context.is_main:
+            best = self.work_dir / self.BEST_WEIGHTS
+            if not best.exists():
+                raise InputError("training ended without best weights (no validation ran?)",
+                                 file=best)
+            with atomic_path(weights_path) as tmp:
+                shutil.copyfile(best, tmp)
             atomic_write_json(history_path, {
                 "experiment": self.experiment.name, "tasks": self.experiment.tasks,
                 "config_hash": self.config_hash, "best_epoch": self.best_epoch,
@@ -454,5 +466,5 @@ class Trainer:
                 "epochs": self.total_epochs, "seconds": round(self.elapsed, 2),
                 "world_size": self.context.world_size, "history": self.history})
         barrier(self.context)
-        return TrainResult(self.output_dir / "model.safetensors", history_path, self.best_epoch,
+        return TrainResult(weights_path, history_path, self.best_epoch,
                            self.best_metric, self.iteration, finished=True)
