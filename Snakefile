@@ -1,0 +1,93 @@
+# The UniAV pipeline: data -> features -> prompts -> training -> evaluation -> tables.
+#
+#   snakemake --cores all                    # = reproduce_tables (the default target)
+#   snakemake --cores all train_all          # a phase target (data_all, features_all, train_all,
+#                                            #   evaluate_all, reproduce_tables; DVC calls these)
+#   snakemake --cores all --config scale=tiny 'train={epochs: 1}'
+#
+# Rules are thin: each calls one `uniav` sub-command with --config <effective config>, the
+# content-addressed copy of the configuration Snakemake itself sees (params.yaml merged with
+# --configfile/--config), written at parse time by workflow/rules/common.smk.  Every config
+# value a rule uses is in its `params:`, so changing it reruns that rule and what follows.
+# See docs/pipeline.md.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+# `--config 'train={epochs: 3}'` arrives as {"epochs": "3"} (Snakemake reads nested --config
+# values as strings): restore the types the configuration expects first, and let command-line
+# values win over the selected scale (as `uniav --set` does).  Then validate twice:
+# the JSON schema (generated from uniav/config.py by `uniav schema`) and the package's strict
+# loader, which also checks cross-references and applies the scale.  The validated result is
+# written to .snakemake/uniav/params-<hash>.yaml, the --config of every job.
+normalise_config(config)
+validate(config, "workflow/schemas/params.schema.json")
+UNIAV, EFFECTIVE_CONFIG = effective_config(config)
+
+
+wildcard_constraints:
+    experiment=constraint_of(UNIAV.experiments),
+    task=constraint_of(UNIAV.tasks),
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+onstart:
+    if UNIAV.tracking.enabled:
+        shell("uniav tracking-init --config {EFFECTIVE_CONFIG}")
+
+
+rule reproduce_tables:
+    """Default target: every table and figure, and every experiment evaluated."""
+    default_target: True
+    input:
+        table_files(),
+        figure_files(),
+        expand("results/metrics/{experiment}.json", experiment=experiments()),
+
+
+rule data_all:
+    """Phase target `data` (DVC stage data): annotations and media, or the paper downloads."""
+    input:
+        data_targets(),
+
+
+rule features_all:
+    """Phase target `features` (DVC stage features): feature stores and class prompts."""
+    input:
+        feature_targets(),
+        prompt_targets(),
+
+
+rule train_all:
+    """Phase target `train` (DVC stage train): exported weights and history of every experiment."""
+    input:
+        expand(
+            "results/models/{experiment}/{name}",
+            experiment=experiments(),
+            name=["model.safetensors", "training.json"],
+        ),
+
+
+rule evaluate_all:
+    """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every experiment."""
+    input:
+        expand("results/metrics/{experiment}.json", experiment=experiments()),
+        expand("results/predictions/{experiment}", experiment=experiments()),

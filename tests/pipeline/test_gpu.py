@@ -1,0 +1,51 @@
+"""`uniav gpu-slot`: concurrent jobs get distinct GPUs; it steps aside when it should."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+UNIAV = [sys.executable, "-m", "uniav"]
+SHOW = ["--", sys.executable, "-c",
+        "import os, time; print(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')); time.sleep(1.0)"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(extra)
+    return env
+
+
+def test_concurrent_jobs_get_distinct_devices(tmp_path: Path) -> None:
+    command = [*UNIAV, "gpu-slot", "--gpus", "2", "--lock-dir", str(tmp_path), *SHOW]
+    jobs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env())
+            for _ in range(2)]
+    outputs = sorted(job.communicate(timeout=60)[0].strip() for job in jobs)
+    assert [job.returncode for job in jobs] == [0, 0]
+    assert outputs == ["0", "1"]
+
+
+def test_third_job_waits_for_a_free_device(tmp_path: Path) -> None:
+    command = [*UNIAV, "gpu-slot", "--gpus", "1", "--lock-dir", str(tmp_path), *SHOW]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env())
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env())
+    out = [p.communicate(timeout=60)[0].strip() for p in (first, second)]
+    assert out == ["0", "0"]  # both ran on the only GPU, one after the other
+
+
+def test_scheduler_choice_and_no_gpu_are_left_alone(tmp_path: Path) -> None:
+    command = [*UNIAV, "gpu-slot", "--gpus", "2", "--lock-dir", str(tmp_path), *SHOW]
+    preset = subprocess.run(command, capture_output=True, text=True,
+                            env=_env(CUDA_VISIBLE_DEVICES="3"), timeout=60)
+    assert preset.stdout.strip() == "3"
+    none = subprocess.run([*UNIAV, "gpu-slot", "--gpus", "0", "--lock-dir", str(tmp_path), *SHOW],
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert none.stdout.strip() == "unset"
+
+
+def test_exit_status_is_the_commands(tmp_path: Path) -> None:
+    result = subprocess.run([*UNIAV, "gpu-slot", "--gpus", "1", "--lock-dir", str(tmp_path), "--",
+                             sys.executable, "-c", "raise SystemExit(7)"], env=_env(), timeout=60)
+    assert result.returncode == 7

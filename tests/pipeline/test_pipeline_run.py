@@ -1,0 +1,169 @@
+"""End to end: one tiny project run with `dvc repro` (DVC stages -> Snakemake phase targets).
+
+Tests run in file order on the session fixture; the last one changes train.epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+
+import pytest
+import yaml
+
+from tests.pipeline.conftest import PipelineRun, mlflow_runs, output_mtimes, run
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("data", "features", "train", "evaluate", "tables")
+EXPERIMENTS = {"naive_multi": ["tal", "sed", "avel"], "uniav": ["tal", "sed", "avel"]}
+
+
+def _markdown_table(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_dvc_repro_ran_every_phase(pipeline_project: PipelineRun) -> None:
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in pipeline_project.repro_output
+    lock = yaml.safe_load((pipeline_project.root / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 1
+    for name in EXPERIMENTS:
+        assert (pipeline_project.root / "results" / "models" / name / "model.safetensors").is_file()
+        assert (pipeline_project.root / "benchmarks" / f"train_{name}.tsv").is_file()
+        assert (pipeline_project.root / "logs" / "train" / f"{name}.log").is_file()
+    # resumable checkpoints lived under work/ (outside every output) and went with success
+    assert (pipeline_project.root / "work" / "checkpoints").is_dir()
+    assert not list((pipeline_project.root / "work" / "checkpoints").glob("*/*"))
+
+
+def test_main_table_comes_from_the_metrics(pipeline_project: PipelineRun) -> None:
+    root = pipeline_project.root
+    text = (root / "results" / "tables" / "main.md").read_text()
+    rows = _markdown_table(text)
+    assert rows[0] == ["Method", "TAL 0.5", "TAL 0.75", "TAL 0.95", "TAL avg", "SED 0.5",
+                       "SED 0.7", "SED 0.9", "SED avg", "AVEL 0.5", "AVEL 0.7", "AVEL 0.9",
+                       "AVEL avg"]
+    assert [row[0] for row in rows[2:]] == ["Naive multi-task", "UniAV"]
+    for row in rows[2:]:
+        values = [float(cell) for cell in row[1:]]
+        assert all(0.0 <= v <= 100.0 for v in values)
+    assert "Benchmark: synthetic (scale tiny). Split: test" in text
+    # every cell equals its metrics file, in percent with two decimals
+    header = next(csv.reader(io.StringIO((root / "results/tables/main.csv").read_text())))
+    csv_rows = list(csv.DictReader(io.StringIO((root / "results/tables/main.csv").read_text())))
+    sources = {"Naive multi-task": {"tal": "naive_multi", "sed": "naive_multi",
+                                    "avel": "naive_multi"},
+               "UniAV": {"tal": "uniav", "sed": "uniav", "avel": "uniav"}}
+    checked = 0
+    for row in csv_rows:
+        for column in header[1:-2]:
+            task, _, what = column.partition(" ")
+            metrics = json.loads((root / "results" / "metrics"
+                                  / f"{sources[row['label']][task]}.json").read_text())
+            task_metrics = metrics["tasks"][task]
+            if what == "avg mAP":
+                expected = task_metrics["average_mAP"]
+            else:
+                threshold = float(what.removeprefix("mAP@"))
+                index = [round(t, 6) for t in task_metrics["thresholds"]].index(threshold)
+                expected = task_metrics["mAP"][index]
+            assert row[column] == f"{100 * expected:.2f}", (row["label"], column)
+            checked += 1
+    assert checked == 2 * 24
+    for name in ("ablation", "sed_extras"):
+        for suffix in ("md", "csv", "tex"):
+            assert (root / "results" / "tables" / f"{name}.{suffix}").stat().st_size > 0
+
+
+def test_figures_were_written(pipeline_project: PipelineRun) -> None:
+    figures = pipeline_project.root / "results" / "figures"
+    for name in EXPERIMENTS:
+        curve = (figures / "curves" / f"{name}.csv").read_text().splitlines()
+        assert curve[0].startswith("epoch,iteration,lr,train_loss")
+        assert len(curve) == 1 + 2  # 1 warm-up + 1 epoch
+        assert (figures / "training_curves" / f"{name}.png").stat().st_size > 1000
+    for task in ("tal", "sed", "avel"):
+        assert (figures / "per_class_ap" / f"{task}.png").stat().st_size > 1000
+        assert (figures / "timelines" / f"{task}.png").stat().st_size > 1000
+
+
+def test_mlflow_has_every_run_with_metrics(pipeline_project: PipelineRun) -> None:
+    runs = {run.info.run_name: run for run in pipeline_project.runs}
+    assert len(pipeline_project.runs) == 2 * len(EXPERIMENTS), sorted(runs)
+    for name, tasks in EXPERIMENTS.items():
+        train, evaluate = runs[f"{name}/train"], runs[f"{name}/evaluate"]
+        assert train.info.status == "FINISHED" and evaluate.info.status == "FINISHED"
+        assert "val/best_mean_average_mAP" in train.data.metrics
+        assert train.data.tags["experiment"] == name
+        for task in tasks:
+            assert f"val/{task}/average_mAP" in train.data.metrics
+            metrics = json.loads((pipeline_project.root / "results" / "metrics"
+                                  / f"{name}.json").read_text())
+            assert evaluate.data.metrics[f"test/{task}/average_mAP"] == pytest.approx(
+                metrics["tasks"][task]["average_mAP"])
+
+
+def test_parallel_training_jobs_lost_no_run(pipeline_project: PipelineRun) -> None:
+    train_runs = sorted((r for r in pipeline_project.runs if r.info.run_name.endswith("/train")),
+                        key=lambda r: r.info.start_time)
+    overlapping = [(a.info.run_name, b.info.run_name)
+                   for i, a in enumerate(train_runs) for b in train_runs[i + 1:]
+                   if b.info.start_time < a.info.end_time]
+    assert overlapping, "no two training jobs ran at the same time"
+    assert len(train_runs) == len(EXPERIMENTS)
+
+
+def test_second_dvc_repro_does_nothing(pipeline_project: PipelineRun) -> None:
+    result = run(["dvc", "repro"], pipeline_project.root, pipeline_project.env)
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in result.stdout
+    assert "Running stage" not in result.stdout
+    assert "Data and pipelines are up to date." in result.stdout
+    assert output_mtimes(pipeline_project.root) == pipeline_project.mtimes
+
+
+def test_snakemake_default_target_is_up_to_date(pipeline_project: PipelineRun) -> None:
+    started = time.perf_counter()
+    result = run(["snakemake", "--cores", "2"], pipeline_project.root, pipeline_project.env)
+    seconds = time.perf_counter() - started
+    print(f"\n[pipeline] no-change `snakemake` rerun: {seconds:.1f} s")
+    assert "Nothing to be done" in result.stdout
+    assert output_mtimes(pipeline_project.root) == pipeline_project.mtimes
+
+
+def test_snakemake_report(pipeline_project: PipelineRun) -> None:
+    report = pipeline_project.root / "report.html"
+    run(["snakemake", "--report", str(report)], pipeline_project.root, pipeline_project.env)
+    html = report.read_text(errors="replace")
+    assert len(html) > 10_000
+    assert "main.md" in html and "timelines" in html
+
+
+def test_changing_train_epochs_reruns_train_onward_only(pipeline_project: PipelineRun) -> None:
+    root = pipeline_project.root
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = output_mtimes(root)
+    result = run(["dvc", "repro"], root, pipeline_project.env, timeout=900)
+    assert "Stage 'data' didn't change, skipping" in result.stdout
+    assert "Stage 'features' didn't change, skipping" in result.stdout
+    for stage in ("train", "evaluate", "tables"):
+        assert f"Running stage '{stage}'" in result.stdout
+    after = output_mtimes(root)
+    unchanged = [p for p in before if p.startswith(("resources/", "results/prompts/"))]
+    assert unchanged and all(after[p] == before[p] for p in unchanged)
+    for name in EXPERIMENTS:
+        history = json.loads((root / "results" / "models" / name / "training.json").read_text())
+        assert history["epochs"] == 3 and len(history["history"]) == 3
+        assert after[f"results/metrics/{name}.json"] > before[f"results/metrics/{name}.json"]
+    assert after["results/tables/main.md"] > before["results/tables/main.md"]
+    train_runs = [r for r in mlflow_runs(root) if r.info.run_name.endswith("/train")]
+    assert len(train_runs) == 2 * len(EXPERIMENTS)
+    assert re.search(r"(?m)^\s*synthesize\s+\d", result.stdout) is None

@@ -1,0 +1,118 @@
+"""The workflow definition without running jobs: lint, schema, dry runs, effective config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from uniav.config import load_config
+
+from tests.pipeline.conftest import REPO_ROOT, copy_workflow, run
+
+
+def test_snakemake_lint_is_clean(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+    result = run(["snakemake", "--lint"], root, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout
+    assert "Lints for" not in result.stdout
+
+
+def test_schema_file_is_up_to_date() -> None:
+    result = run(["uniav", "schema", "--output", "workflow/schemas/params.schema.json", "--check"],
+                 REPO_ROOT, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_default_target_plans_the_whole_chain(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+    counts = _job_counts(run(["snakemake", "-n", "--cores", "2"], root).stdout)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    experiments = len(params["experiments"])
+    assert counts == {"synthesize": 3, "extract_features": 3, "prompts": 3,
+                      "train": experiments, "evaluate": experiments, "tables": 1,
+                      "figures": 1, "reproduce_tables": 1, "total": 12 + 2 * experiments}
+
+
+def test_paper_benchmark_dry_run_plans_the_download(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+    result = run(["snakemake", "-n", "--cores", "2", "--config", "benchmark=paper",
+                  "prompts={source: npy}",
+                  "tables={published: workflow/published/uniav_arxiv2404.03179.yaml}"], root)
+    counts = _job_counts(result.stdout)
+    # one job per manifest file or unpacked directory
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    manifest = params["datasets"]["paper"]["manifest"]
+    files = {e["dest"] for e in manifest if not e.get("unpack")}
+    directories = {e["dest"].rsplit("/", 1)[0] + "/" + e["dest"].rsplit("/", 1)[1].split(".")[0]
+                   for e in manifest if e.get("unpack")}
+    assert counts["download"] == len(files) > 0
+    assert counts.get("download_unpacked", 0) == len(directories)
+    assert "synthesize" not in counts and "extract_features" not in counts
+    assert counts["prompts"] == 3 and counts["train"] >= 3
+    # the downloaded feature directories (unpacked archives) feed training
+    assert "resources/paper/desed/av_features" in result.stdout
+    assert "workflow/published/uniav_arxiv2404.03179.yaml" in result.stdout
+
+
+def _effective_config_of(output: str) -> Path:
+    paths = set(re.findall(r"--config (\.snakemake/uniav/params-[0-9a-f]+\.yaml)", output))
+    assert len(paths) == 1, paths
+    return Path(paths.pop())
+
+
+def test_cli_sees_snakemake_config_overrides(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+    extra = root / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"eval": {"max_segments": 42}}))
+    plain = run(["snakemake", "-n", "-p", "--cores", "2", "train_all"], root).stdout
+    overridden = run(["snakemake", "-n", "-p", "--cores", "2", "train_all",
+                      "--configfile", str(extra),
+                      "--config", "train={epochs: 7, lr: {tal: 0.01}}", "scale=tiny"], root).stdout
+    plain_path, override_path = _effective_config_of(plain), _effective_config_of(overridden)
+    assert plain_path != override_path
+    effective = yaml.safe_load((root / override_path).read_text())
+    assert effective["train"]["epochs"] == 7 and effective["train"]["lr"]["tal"] == 0.01
+    assert effective["train"]["lr"]["sed"] == 0.001  # merged, not replaced
+    assert effective["eval"]["max_segments"] == 42 and effective["scale"] == "tiny"
+    baseline = yaml.safe_load((root / plain_path).read_text())
+    assert baseline == yaml.safe_load((root / "params.yaml").read_text())
+    # the CLI's own loader accepts the file; command-line values win over the tiny scale's
+    # own train.epochs (2), as with `uniav --set`, while the rest of the scale applies
+    resolved = load_config(root / override_path)
+    assert resolved.train.epochs == 7 and resolved.scale == "tiny"
+    assert resolved.train.batch_size == load_config(root / "params.yaml", ["scale=tiny"]).train.batch_size
+    shown = run(["uniav", "check-config", str(override_path)], root).stdout
+    assert "scale=tiny" in shown
+
+
+def test_invalid_override_is_rejected_naming_the_key(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+    result = run(["snakemake", "-n", "--cores", "2", "--config", "train={epochs: many}"], root,
+                 check=False)
+    assert result.returncode != 0
+    assert "epochs" in result.stdout
+
+
+def test_checkpoint_directory_is_keyed_by_training_settings(tmp_path: Path) -> None:
+    root = copy_workflow(tmp_path / "project")
+
+    def work_dirs(*config: str) -> dict[str, str]:
+        output = run(["snakemake", "-n", "-p", "--cores", "2", "train_all",
+                      *(["--config", *config] if config else [])], root).stdout
+        return dict(re.findall(r"--experiment (\S+) .*?--work-dir (\S+)", output))
+
+    plain = work_dirs()
+    assert set(plain) == set(yaml.safe_load((root / "params.yaml").read_text())["experiments"])
+    for name, path in plain.items():
+        assert re.fullmatch(rf"work/checkpoints/{name}/[0-9a-f]{{12}}", path)
+    longer = work_dirs("train={epochs: 9}")
+    assert all(longer[name] != plain[name] for name in plain)
+    assert work_dirs("tracking={enabled: false}") == plain  # not a training setting

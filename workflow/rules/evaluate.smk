@@ -1,0 +1,26 @@
+# Phase `evaluate`: test-split predictions (ActivityNet results format) and metrics per
+# experiment.
+
+
+rule evaluate:
+    """Run the exported weights on the test split of each task; score them."""
+    input:
+        unpack(evaluation_inputs),
+        weights="results/models/{experiment}/model.safetensors",
+    output:
+        metrics="results/metrics/{experiment}.json",
+        predictions=directory("results/predictions/{experiment}"),
+    params:
+        config=effective_config_param,
+        settings=evaluate_settings,
+    log:
+        "logs/evaluate/{experiment}.log",
+    benchmark:
+        "benchmarks/evaluate_{experiment}.tsv"
+    threads: 2
+    conda:
+        UNIAV_ENV
+    shell:
+        "uniav evaluate --config {params.config} --experiment {wildcards.experiment}"
+        " --weights {input.weights} --predictions-dir {output.predictions}"
+        " --metrics {output.metrics} --threads {threads} > {log} 2>&1"

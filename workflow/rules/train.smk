@@ -1,0 +1,36 @@
+# Phase `train`: one job per experiment (single-task or multi-task).  Resumable checkpoints go
+# to work/checkpoints/<experiment>/<settings hash>/ -- not a declared output, so a failed or
+# killed job keeps them and its rerun resumes; a job that finished removes them, so a later
+# rerun (new inputs, --forcerun) trains afresh instead of "resuming" a finished run.
+# `uniav gpu-slot` gives concurrent local jobs distinct GPUs (a no-op without GPUs or under a
+# scheduler that sets CUDA_VISIBLE_DEVICES).
+
+
+rule train:
+    """Train one experiment; export the best-on-validation EMA weights and the history."""
+    input:
+        unpack(experiment_inputs),
+    output:
+        weights="results/models/{experiment}/model.safetensors",
+        history="results/models/{experiment}/training.json",
+    params:
+        config=effective_config_param,
+        settings=train_settings,
+        output_dir=model_dir,
+        work_dir=checkpoint_dir,
+        prompts_dir=prompts_dir_param,
+    log:
+        "logs/train/{experiment}.log",
+    benchmark:
+        "benchmarks/train_{experiment}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        UNIAV_ENV
+    shell:
+        "uniav gpu-slot -- uniav train --config {params.config}"
+        " --experiment {wildcards.experiment} --output-dir {params.output_dir}"
+        " --work-dir {params.work_dir} --prompts-dir {params.prompts_dir}"
+        " --threads {threads} > {log} 2>&1"
+        " && rm -rf {params.work_dir}"
