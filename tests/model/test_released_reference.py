@@ -9,6 +9,7 @@ weights through the public import path must reproduce every recorded tensor and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,41 @@ def test_position_interpolation_quirk_only_changes_shorter_tasks(reference, meta
         expected = reference[task]["cls_logits"][0]
         relative_error = ((logits - expected).abs().max() / expected.abs().max()).item()
         assert (relative_error > 1e-3) == changed, (task, relative_error)
+
+
+def test_released_checkpoint_through_import_command(reference, tmp_path):
+    """`uniav import-checkpoint` on a checkpoint as the released code writes it (DDP `module.`
+    names, EMA weights under state_dict_ema), then the exported weights reproduce the outputs."""
+    import numpy as np
+
+    from uniav.cli import main
+    from uniav.engine.inference import load_model_from_weights
+
+    ema = {f"module.{name}": tensor for name, tensor in reference["state_dict"].items()}
+    raw = {f"module.{name}": torch.zeros_like(tensor)
+           for name, tensor in reference["state_dict"].items()}
+    checkpoint = tmp_path / "epoch_006.pth.tar"
+    torch.save({"epoch": 6, "state_dict": raw, "state_dict_ema": ema}, checkpoint)
+    prompt_args = []
+    for task in TASKS:
+        path = tmp_path / f"{task}_prompt.npy"
+        np.save(path, reference["prompts"][task].numpy())
+        prompt_args.append(f"{task}={path}")
+    repo_params = Path(__file__).resolve().parents[2] / "params.yaml"
+    sets = ["--set", "datasets.paper.tasks.tal.max_seq_len=64",
+            "--set", "datasets.paper.tasks.avel.max_seq_len=64",
+            "--set", "datasets.paper.tasks.sed.max_seq_len=32"]
+    output = tmp_path / "imported.safetensors"
+    status = main(["import-checkpoint", str(checkpoint), "--config", str(repo_params), *sets,
+                   "--output", str(output), "--prompts", *prompt_args])
+    assert status == 0
+    model, metadata = load_model_from_weights(output)
+    assert metadata["model_spec"]["position_interpolation"] == "released"
+    assert metadata["classes"]["sed"] == ["class_0", "class_1", "class_2"]
+    for task in TASKS:
+        visual, audio, mask = _inputs(reference, task)
+        with torch.no_grad():
+            output_ = model(visual, audio, mask, task)
+        for level in range(6):
+            _assert_close(output_.cls_logits[level], reference[task]["cls_logits"][level],
+                          f"{task} logits level {level}")
