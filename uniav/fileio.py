@@ -37,16 +37,22 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(tmp)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's data to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a directory entry (a rename into it) to disk, where the platform allows."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -68,3 +74,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """Write JSON (indented, keys in insertion order, trailing newline) atomically."""
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable as JSON, or
+    not an object (for optional records such as completion markers and sidecars)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_json_file(path: str | Path, *, missing: str = "file not found") -> Any:
+    """Parse a JSON file that must exist.
+
+    Args:
+        path: the file.
+        missing: the message when it does not exist (e.g. which command makes it).
+
+    Raises:
+        InputError: naming the file when it is missing or not valid JSON.
+    """
+    from uniav.errors import InputError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(missing, file=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=path) from None

@@ -21,7 +21,6 @@ labels not in the class list, inconsistent ``label_id``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from uniav.errors import InputError
+from uniav.fileio import load_json_file
 
 #: Segments shorter than this (seconds) are degenerate.
 MIN_SEGMENT_LENGTH = 1e-3
@@ -101,12 +101,7 @@ def load_annotations(path: str | Path, *, classes: list[str] | None = None,
         The :class:`AnnotationDB`.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("annotation file not found", file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    data = load_json_file(path, missing="annotation file not found")
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise InputError("expected a JSON object with a 'database' mapping", file=path,
                          field="database")

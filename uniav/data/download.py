@@ -85,7 +85,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from uniav.config import ManifestEntry
 from uniav.errors import ChecksumError, ConfigError, InputError, UniAVError
-from uniav.fileio import atomic_write_json
+from uniav.fileio import atomic_write_json, fsync_dir, fsync_file, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -604,9 +604,9 @@ def _ensure_file(entry: ManifestEntry, dest: Path, source: _Source, expected: st
         raise ChecksumError(f"SHA-256 mismatch for manifest entry {entry.name!r} from "
                             f"{source.url}: expected {expected}, got {actual}; the download was "
                             f"discarded{kept}", file=dest)
-    _fsync_file(part)
+    fsync_file(part)
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     _part_meta_path(dest).unlink(missing_ok=True)
     log.info("%s: %s -> %s (SHA-256 %s)", entry.name, action, dest, actual)
     return actual, action
@@ -865,7 +865,7 @@ def is_unpack_complete(archive: str | Path, target: str | Path, archive_sha256: 
     True when the completion marker next to the archive records this SHA-256 and this target, and
     every file it lists still exists; the archive itself need not exist any more.
     """
-    marker = _read_marker(marker_path(archive))
+    marker = read_json_object(marker_path(archive))
     if marker is None or marker.get("archive_sha256") != archive_sha256:
         return False
     target = Path(target)
@@ -915,7 +915,7 @@ def _unpack_locked(archive: Path, target: Path, archive_sha256: str,
     marker = marker_path(archive)
     fmt = _detect_format(archive)
     _clean_stale_work_dirs(target)
-    previous_marker = _read_marker(marker) or {}
+    previous_marker = read_json_object(marker) or {}
     previous_files = set(previous_marker.get("files") or [])
 
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.unpack-"))
@@ -1140,7 +1140,7 @@ def _merge_existing(target: Path, content: Path, skip: set[str]) -> None:
 def _swap_into_place(content: Path, target: Path, work: Path) -> None:
     if not os.path.lexists(target):
         os.replace(content, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return
     previous = work / "previous"
     os.rename(target, previous)
@@ -1149,7 +1149,7 @@ def _swap_into_place(content: Path, target: Path, work: Path) -> None:
     except BaseException:
         os.rename(previous, target)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _clean_stale_work_dirs(target: Path) -> None:
@@ -1170,35 +1170,9 @@ def _clean_stale_work_dirs(target: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _read_marker(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

@@ -29,7 +29,6 @@ killed run leaves complete files or none (a video with only its visual file is r
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -45,6 +44,7 @@ from uniav.data.features import (META_FILE, FeatureLayout, FeatureStore, layout_
                                  write_meta, write_npy_video)
 from uniav.data.media import DecodedMedia, decode_media
 from uniav.errors import ConfigError, InputError
+from uniav.fileio import read_json_object
 
 LOG = logging.getLogger(__name__)
 
@@ -211,14 +211,6 @@ def store_meta(visual: Encoder, audio: Encoder, fps: float, feat_stride: int,
             "format": feature_format}
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _existing_hdf5(path: Path, layout: FeatureLayout, meta: dict[str, Any]) -> set[str]:
     """Videos of an existing, compatible HDF5 store (empty when missing or incompatible)."""
     if not path.is_file():
@@ -318,7 +310,7 @@ def extract_task(config: Config, task: str, *, force: bool = False, progress: bo
         directory = store_path.with_name(store_path.name + ".staging")
         packed = set() if force else _existing_hdf5(store_path, layout, meta)
     directory.mkdir(parents=True, exist_ok=True)
-    previous = _read_meta(directory / META_FILE)
+    previous = read_json_object(directory / META_FILE)
     if previous is not None and previous != meta:
         LOG.info("%s: features were made with other settings (%s); re-extracting", directory,
                  {k: previous.get(k) for k in meta if previous.get(k) != meta[k]})

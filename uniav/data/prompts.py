@@ -32,7 +32,7 @@ import numpy as np
 from uniav.config import Config
 from uniav.data.annotations import load_annotations
 from uniav.errors import ConfigError, InputError
-from uniav.fileio import atomic_path, atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json, read_json_object
 
 LOG = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
         record["file"] = str(source_path)
     else:
         record["model"] = prompts_cfg.model
-    previous = _read_json(json_path)
+    previous = read_json_object(json_path)
     if not force and npy_path.is_file() and previous is not None \
             and {k: v for k, v in previous.items() if k != "dim"} == record:
         try:
@@ -222,14 +222,6 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
     atomic_write_json(json_path, record)
     LOG.info("%s: wrote %s (%d classes x %d)", task, npy_path, *embeddings.shape)
     return npy_path
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def build_all_prompts(config: Config, tasks: list[str] | None = None, *,

@@ -54,7 +54,7 @@ import numpy as np
 from uniav.config import Config, DatasetTaskConfig, MediaConfig
 from uniav.data import parallel_map
 from uniav.errors import ConfigError
-from uniav.fileio import atomic_write_json
+from uniav.fileio import atomic_write_json, read_json_object
 
 LOG = logging.getLogger(__name__)
 
@@ -772,14 +772,6 @@ def annotations_of(task: str, plans: list[VideoPlan], record: dict[str, Any],
             "synthetic": record, "database": database}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def is_complete(config: Config, task: str) -> bool:
     """Whether a task's synthetic outputs are complete and current.
 
@@ -793,8 +785,8 @@ def is_complete(config: Config, task: str) -> bool:
     """
     data = config.datasets.synthetic.tasks[task]
     fingerprint = generation_record(config, task)["fingerprint"]
-    document = _read_json(Path(data.annotations))
-    sidecar = _read_json(Path(data.media) / SIDECAR) if data.media else None
+    document = read_json_object(Path(data.annotations))
+    sidecar = read_json_object(Path(data.media) / SIDECAR) if data.media else None
     if not document or not sidecar:
         return False
     if (document.get("synthetic", {}).get("fingerprint") != fingerprint
@@ -853,7 +845,7 @@ def synthesize_task(config: Config, task: str, *, force: bool = False, progress:
     record = generation_record(config, task)
     media = config.datasets.synthetic.media
     plans = plan_task(config, task)
-    sidecar = _read_json(media_dir / SIDECAR)
+    sidecar = read_json_object(media_dir / SIDECAR)
     reuse = (not force and sidecar is not None
              and sidecar.get("fingerprint") == record["fingerprint"])
     media_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ located one by one, so loading an ActivityNet-sized file costs little more than 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from uniav.errors import InputError
+from uniav.fileio import load_json_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,12 +229,7 @@ def load_predictions(path: str | Path) -> Predictions:
         InputError: missing file, invalid JSON, no ``results`` mapping, a malformed detection.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("predictions file not found", file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    data = load_json_file(path, missing="predictions file not found")
     if not isinstance(data, dict) or "results" not in data:
         raise InputError("expected a JSON object with a 'results' mapping (ActivityNet results "
                          "format)", file=path, field="results")

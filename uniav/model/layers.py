@@ -6,7 +6,6 @@ valid steps.  Layers that change the length return the new mask with their outpu
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 
 from uniav.config import Config
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_text
+from uniav.fileio import atomic_path, atomic_write_text, load_json_file
 from uniav.pipeline.tables import TASK_TITLES, load_metrics, row_sources
 
 #: Classes shown per task in the per-class AP chart before it is cut to the best and worst.
@@ -88,12 +87,7 @@ def read_training(path: str | Path) -> dict[str, Any]:
         InputError: naming the file when it is missing or has no ``history`` list.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("training history not found (run `uniav train`)", file=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    data = load_json_file(path, missing="training history not found (run `uniav train`)")
     if not isinstance(data, dict) or not isinstance(data.get("history"), list):
         raise InputError("expected an object with a 'history' list", file=path, field="history")
     return data
@@ -241,12 +235,7 @@ def plot_per_class_ap(task: str, series: list[tuple[str, dict[str, float]]], pat
 def read_predictions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     """The ``results`` mapping of an ActivityNet-format predictions file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("predictions not found (run `uniav evaluate`)", file=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    data = load_json_file(path, missing="predictions not found (run `uniav evaluate`)")
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise InputError("expected an object with a 'results' mapping", file=path, field="results")
     return data["results"]
