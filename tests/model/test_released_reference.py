@@ -1,6 +1,6 @@
 """The model reproduces a small model run through the released implementation.
 
-``../shared/reference/original_small/`` holds the released weights (original parameter names),
+``tests/fixtures/reference/original_small/`` holds the released weights (original parameter names),
 inputs, per-level features, logits, offsets, training targets and losses.  Importing those
 weights through the public import path must reproduce every recorded tensor and loss
 (relative error <= 1e-5), and label assignment must reproduce the recorded targets.
@@ -21,7 +21,6 @@ from uniav.model.released import infer_released_layout, load_released_model
 
 REFERENCE_DIR = SHARED_REFERENCE / "original_small"
 TASKS = ("tal", "avel", "sed")
-pytestmark = pytest.mark.skipif(not REFERENCE_DIR.exists(), reason="shared reference not present")
 
 
 @pytest.fixture(scope="module")
