@@ -174,6 +174,22 @@ def as_predictions(predictions: Predictions | Mapping[str, Any]) -> Predictions:
     raise TypeError("predictions must be a Predictions or a mapping with a 'results' key")
 
 
+def prepare_inputs(ground_truth: GroundTruth, predictions: Predictions | Mapping[str, Any],
+                   classes: Sequence[str] | None, subset: str | None
+                   ) -> tuple[list[VideoAnnotation], Predictions, list[str]]:
+    """The evaluated videos, the validated predictions and the class list of an evaluation.
+
+    The class list is ``classes`` when given, else the AnnotationDB's, else the sorted labels
+    of the ground truth.
+    """
+    if classes is None and isinstance(ground_truth, AnnotationDB):
+        classes = ground_truth.classes
+    videos = resolve_ground_truth(ground_truth, subset)
+    if classes is None:
+        classes = sorted({label for video in videos for label in video.labels})
+    return videos, as_predictions(predictions), list(classes)
+
+
 def validate_thresholds(thresholds: Iterable[float]) -> np.ndarray:
     """Thresholds as a float64 array; each must be finite and in (0, 1].
 
@@ -218,13 +234,7 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
         ValueError: thresholds outside (0, 1].
     """
     thresholds_array = validate_thresholds(thresholds)
-    if classes is None and isinstance(ground_truth, AnnotationDB):
-        classes = ground_truth.classes
-    videos = resolve_ground_truth(ground_truth, subset)
-    predictions = as_predictions(predictions)
-    if classes is None:
-        classes = sorted({label for video in videos for label in video.labels})
-    classes = list(classes)
+    videos, predictions, classes = prepare_inputs(ground_truth, predictions, classes, subset)
     class_position = {name: i for i, name in enumerate(classes)}
     if len(class_position) != len(classes):
         raise ValueError("the class list has repeated names")

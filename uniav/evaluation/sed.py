@@ -42,10 +42,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from uniav.data.annotations import AnnotationDB
 from uniav.errors import InputError
-from uniav.evaluation.detection import (GroundTruth, _ground_truth_arrays, as_predictions,
-                                        resolve_ground_truth)
+from uniav.evaluation.detection import GroundTruth, _ground_truth_arrays, prepare_inputs
 from uniav.evaluation.predictions import Predictions
 
 LOGGER = logging.getLogger(__name__)
@@ -167,13 +165,7 @@ def sed_extras(ground_truth: GroundTruth, predictions: Predictions | Mapping[str
         InputError: degenerate ground truth or ground-truth labels outside ``classes``; no
             evaluated clip has a ground-truth event (the metrics are undefined).
     """
-    if classes is None and isinstance(ground_truth, AnnotationDB):
-        classes = ground_truth.classes
-    clips = resolve_ground_truth(ground_truth, subset)
-    predictions = as_predictions(predictions)
-    if classes is None:
-        classes = sorted({label for clip in clips for label in clip.labels})
-    classes = list(classes)
+    clips, predictions, classes = prepare_inputs(ground_truth, predictions, classes, subset)
     _ground_truth_arrays(clips, {name: i for i, name in enumerate(classes)},
                          remove_duplicates=False, tolerance=0.0)  # validation only
     scored_classes = [name for name in classes if any(name in clip.labels for clip in clips)]
