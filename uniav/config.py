@@ -360,7 +360,7 @@ class Config:
                               f"(known: {', '.join(self.experiments)})")
         exp = self.experiments[name]
         model = self.model_config(exp.model, f"experiments.{name}.model")
-        train_dict = _deep_merge(_to_plain(self.train), exp.train)
+        train_dict = deep_merge(_to_plain(self.train), exp.train)
         train = _convert(TrainConfig, train_dict, f"experiments.{name}.train")
         return ResolvedExperiment(name=name, tasks=list(exp.tasks), model=model, train=train,
                                   specs={t: self.task_spec(t) for t in exp.tasks})
@@ -471,7 +471,7 @@ def config_from_dict(raw: dict[str, Any],
         for key in scale_overrides:
             if key in ("scale", "scales"):
                 raise ConfigError(f"scales.{scale}.{key}: a scale cannot change {key}")
-        raw = _deep_merge(raw, scale_overrides)
+        raw = deep_merge(raw, scale_overrides)
     for keys, value in overrides_after_scale:
         _set_path(raw, keys, value)
     config = _convert(Config, raw, "")
@@ -666,12 +666,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in this module
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Dicts merge recursively; every other value in ``over`` replaces the one in ``base``."""
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in: dicts merge recursively; every other value
+    in ``over`` replaces the one in ``base``."""
     out = copy.deepcopy(base)
     for key, value in (over or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out

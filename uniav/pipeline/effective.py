@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from uniav.config import (Config, ExperimentConfig, ModelConfig, TrainConfig,
-                          config_from_dict)
+                          config_from_dict, config_hash, deep_merge)
 from uniav.errors import ConfigError
 from uniav.fileio import atomic_write_text
 
@@ -130,25 +128,8 @@ def pin_over_scale(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
         raise ConfigError(f"scales.{scale}: expected a mapping")
     out = copy.deepcopy(raw)
     out["scales"] = dict(scales)
-    out["scales"][scale] = _merge(scales.get(scale) or {}, pinned)
+    out["scales"][scale] = deep_merge(scales.get(scale) or {}, pinned)
     return out
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursive merge; values of ``over`` win (dicts merge key by key)."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def canonical_hash(raw: dict[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) of the canonical JSON of a configuration mapping."""
-    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def write_effective_config(raw: dict[str, Any], directory: str | Path = EFFECTIVE_CONFIG_DIR
@@ -171,7 +152,7 @@ def write_effective_config(raw: dict[str, Any], directory: str | Path = EFFECTIV
     text = ("# Effective configuration written by the Snakefile (params.yaml + --config/--configfile).\n"
             "# Content-addressed: do not edit; see docs/pipeline.md.\n"
             + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    path = Path(directory) / f"params-{canonical_hash(raw)}.yaml"
+    path = Path(directory) / f"params-{config_hash(raw)}.yaml"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
     return path, config
