@@ -103,3 +103,15 @@ def test_wrong_prompt_rows_are_refused():
     model = _model()
     with pytest.raises(ValueError, match="one row per class"):
         model.set_text_embeddings("tal", torch.zeros(4, 6))
+
+
+def test_model_summary_of_the_paper_preset(capsys):
+    """`uniav model-summary --preset paper`: the released implementation's parameter count."""
+    import json
+
+    from uniav.cli import main
+
+    assert main(["model-summary", "--preset", "paper"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["parameters"] == 130_750_693
+    assert summary["expert_parameters"] == 100_835_328
