@@ -21,6 +21,18 @@ def _tasks(args: argparse.Namespace, known: list[str], what: str) -> list[str]:
     return tasks
 
 
+def _report(step: str, written: dict, start: float) -> None:
+    """Print what a step wrote (task: path) and how long it took."""
+    for task, path in written.items():
+        print(f"{task}: {path}")
+    print(f"{step}: {time.perf_counter() - start:.1f} s")
+
+
+def _add_task_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--task", action="append", default=[], metavar="TASK",
+                        help=f"{what} (repeatable; default: all)")
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     from uniav.data.synthetic import synthesize
 
@@ -28,11 +40,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     known = [t for t in config.task_names if t in config.datasets.synthetic.tasks]
     tasks = _tasks(args, known, "synthetic")
     start = time.perf_counter()
-    written = synthesize(config, tasks, force=args.force, progress=not args.no_progress,
-                         jobs=args.jobs)
-    for task, path in written.items():
-        print(f"{task}: {path}")
-    print(f"synthesize: {time.perf_counter() - start:.1f} s")
+    _report("synthesize", synthesize(config, tasks, force=args.force,
+                                     progress=not args.no_progress, jobs=args.jobs), start)
     return 0
 
 
@@ -53,11 +62,8 @@ def _extract(args: argparse.Namespace) -> int:
 
     tasks = _tasks(args, config.task_names, "")
     start = time.perf_counter()
-    written = extract(config, tasks, force=args.force, progress=not args.no_progress,
-                      jobs=args.jobs)
-    for task, path in written.items():
-        print(f"{task}: {path}")
-    print(f"extract: {time.perf_counter() - start:.1f} s")
+    _report("extract", extract(config, tasks, force=args.force, progress=not args.no_progress,
+                               jobs=args.jobs), start)
     return 0
 
 
@@ -67,9 +73,7 @@ def _prompts(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     tasks = _tasks(args, config.task_names, "")
     start = time.perf_counter()
-    for task, path in build_all_prompts(config, tasks, force=args.force).items():
-        print(f"{task}: {path}")
-    print(f"prompts: {time.perf_counter() - start:.1f} s")
+    _report("prompts", build_all_prompts(config, tasks, force=args.force), start)
     return 0
 
 
@@ -102,8 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synthesize", help="generate the synthetic benchmark (media + "
                               "annotations) from datasets.synthetic")
     add_config_arguments(p)
-    p.add_argument("--task", action="append", default=[], metavar="TASK",
-                   help="task to generate (repeatable; default: all)")
+    _add_task_argument(p, "task to generate")
     p.add_argument("--force", action="store_true", help="regenerate complete outputs too")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="worker processes (default: %(default)s; a rule passes its threads)")
@@ -112,8 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("extract", help="decode media and write the feature stores")
     add_config_arguments(p)
-    p.add_argument("--task", action="append", default=[], metavar="TASK",
-                   help="task to extract (repeatable; default: all)")
+    _add_task_argument(p, "task to extract")
     p.add_argument("--force", action="store_true", help="re-extract videos already stored")
     p.add_argument("--list-encoders", action="store_true",
                    help="print the encoder registry and exit")
@@ -124,16 +126,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("prompts", help="compute the class-prompt embeddings")
     add_config_arguments(p)
-    p.add_argument("--task", action="append", default=[], metavar="TASK",
-                   help="task (repeatable; default: all)")
+    _add_task_argument(p, "task")
     p.add_argument("--force", action="store_true", help="rewrite up-to-date outputs too")
     p.set_defaults(handler=_prompts)
 
     p = subparsers.add_parser("probe", help="linear probe of the extracted features "
                               "(A+V, audio-only, visual-only accuracy per task)")
     add_config_arguments(p)
-    p.add_argument("--task", action="append", default=[], metavar="TASK",
-                   help="task (repeatable; default: all)")
+    _add_task_argument(p, "task")
     p.add_argument("--figure", default=None, metavar="PNG", help="write a bar chart")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     p.set_defaults(handler=_probe)

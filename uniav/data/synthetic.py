@@ -41,8 +41,6 @@ media files of an interrupted run are reused only when they were made with the s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -51,7 +49,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from uniav.config import Config, DatasetTaskConfig, MediaConfig
+from uniav.config import Config, DatasetTaskConfig, MediaConfig, config_hash
 from uniav.data import parallel_map
 from uniav.errors import ConfigError
 from uniav.fileio import atomic_write_json, read_json_object
@@ -706,8 +704,7 @@ def generation_record(config: Config, task: str) -> dict[str, Any]:
         "media": {"fps": synthetic.media.fps, "sample_rate": synthetic.media.sample_rate,
                   "frame_size": synthetic.media.frame_size},
     }
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    record["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    record["fingerprint"] = config_hash(record)
     return record
 
 

@@ -10,7 +10,6 @@ authors' model without training.  The position-table behaviour of the released c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from uniav.config import Config, resolve_model, to_plain
+from uniav.data.download import sha256_file
 from uniav.engine.checkpoint import export_weights
 from uniav.errors import InputError
 from uniav.model import ModelSpec, TaskHeadConfig
@@ -26,14 +26,6 @@ from uniav.model.released import (RELEASED_TASK_KEYS, infer_released_layout,
                                   load_released_model, read_released_checkpoint)
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _class_names(config: Config, task: str, count: int) -> list[str]:
@@ -112,7 +104,7 @@ def import_released_checkpoint(config: Config, checkpoint: str | Path, output: s
     model = load_released_model(released, spec, embeddings, task_keys=task_keys)
     metadata = {
         "format": "uniav-weights-v1", "experiment": "released-import",
-        "source_checkpoint": {"file": checkpoint.name, "sha256": _sha256(checkpoint),
+        "source_checkpoint": {"file": checkpoint.name, "sha256": sha256_file(checkpoint),
                               "weights": "state_dict_ema" if use_ema else "state_dict"},
         "model_spec": spec.to_dict(),
         "classes": {t: _class_names(config, t, h.num_classes) for t, h in tasks.items()},

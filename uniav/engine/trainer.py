@@ -375,13 +375,7 @@ class Trainer:
     def export_metadata(self) -> dict[str, Any]:
         """Metadata stored beside the exported weights: what evaluation and ``uniav predict``
         need to rebuild the model and to turn a new video into its inputs."""
-        from uniav.data.features import FeatureStore, layout_of
-
-        features = {}
-        for task in self.experiment.tasks:
-            data_cfg = self.experiment.specs[task].data
-            features[task] = FeatureStore(data_cfg.features, layout_of(data_cfg),
-                                          data_cfg.length_tolerance).meta
+        features = {task: data.train.store.meta for task, data in self.data.items()}
         return {"format": "uniav-weights-v1", "experiment": self.experiment.name,
                 "model_spec": self.spec.to_dict(),
                 "classes": {t: d.train.classes for t, d in self.data.items()},
