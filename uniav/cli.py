@@ -19,9 +19,9 @@ from uniav.errors import UniAVError
 COMMAND_MODULES = (
     "uniav.config_cli",
     "uniav.evaluation.cli",
-    "uniav.data.cli",
-    "uniav.data.download_cli",
+    "uniav.prepare.cli",
     "uniav.engine.cli",
+    "uniav.report.cli",
     "uniav.pipeline.cli",
 )
 
@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # an area not built yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import synth_overrides
+from tests.prepare.conftest import synth_overrides
 from uniav.config import MediaConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,9 +20,9 @@ TASKS = ("tal", "sed", "avel")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from uniav.data.extract import extract
-    from uniav.data.prompts import build_all_prompts
-    from uniav.data.synthetic import synthesize
+    from uniav.prepare.extract import extract
+    from uniav.prepare.prompts import build_all_prompts
+    from uniav.prepare.synthetic import synthesize
     from uniav.engine.inference import evaluate_experiment
     from uniav.engine.trainer import Trainer
 
@@ -59,8 +59,8 @@ def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def test_predict_finds_planted_events_in_fresh_videos(trained, tmp_path):
-    from uniav.data.media import write_media
-    from uniav.data.synthetic import plan_video, render_video
+    from uniav.prepare.media import write_media
+    from uniav.prepare.synthetic import plan_video, render_video
     from uniav.engine.checkpoint import load_exported_weights
     from uniav.engine.predict import predict_video
 

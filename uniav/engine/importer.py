@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from uniav.config import Config, resolve_model, to_plain
-from uniav.data.download import sha256_file
+from uniav.prepare.download import sha256_file
 from uniav.engine.checkpoint import export_weights
 from uniav.errors import InputError
 from uniav.model import ModelSpec, TaskHeadConfig

@@ -65,7 +65,7 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
     Returns:
         ``{"json": path, "figure": path, "detections": {task: [...]}}``.
     """
-    from uniav.data.extract import extract_video_features
+    from uniav.prepare.extract import extract_video_features
     from uniav.engine.inference import detections_of_batch, load_model_from_weights
 
     if threads:

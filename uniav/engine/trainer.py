@@ -105,7 +105,7 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
                                          expected_dims=dims, preload=preload)
         prompts = None
         if prompts_dir is not None:
-            from uniav.data.prompts import load_prompt_embeddings
+            from uniav.prepare.prompts import load_prompt_embeddings
             prompts = load_prompt_embeddings(Path(prompts_dir) / f"{task}.npy", train.classes)
         elif experiment.model.classifier == "prompt":
             raise InputError(f"task {task!r}: the prompt classifier needs prompt embeddings "

@@ -1,7 +1,4 @@
-"""Sub-commands of the pipeline: tables, figures, tracking-init, gpu-slot.
-
-Heavy modules (matplotlib, mlflow) are imported inside the handlers.
-"""
+"""Sub-commands of the workflow support: ``tracking-init`` and ``gpu-slot`` (mlflow imported inside)."""
 
 from __future__ import annotations
 
@@ -13,27 +10,6 @@ import sys
 from uniav.config_cli import add_config_arguments, config_from_args
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _tables(args: argparse.Namespace) -> int:
-    from uniav.pipeline.tables import write_tables
-
-    config = config_from_args(args)
-    for path in write_tables(config, args.metrics_dir, args.output_dir, args.published):
-        print(f"wrote {path}")
-    return 0
-
-
-def _figures(args: argparse.Namespace) -> int:
-    from uniav.pipeline.figures import write_figures
-
-    config = config_from_args(args)
-    written = write_figures(config, metrics_dir=args.metrics_dir, models_dir=args.models_dir,
-                            predictions_dir=args.predictions_dir, output_dir=args.output_dir,
-                            videos_per_task=args.videos)
-    for path in written:
-        print(f"wrote {path}")
-    return 0
 
 
 def _tracking_init(args: argparse.Namespace) -> int:
@@ -72,30 +48,7 @@ def _gpu_slot(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``tables``, ``figures``, ``tracking-init`` and ``gpu-slot``."""
-    p = subparsers.add_parser("tables", help="write the paper tables (Markdown, CSV, LaTeX) "
-                                             "from the metrics JSON files")
-    add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics",
-                   help="directory of <experiment>.json (default: %(default)s)")
-    p.add_argument("--output-dir", default="results/tables", help="default: %(default)s")
-    p.add_argument("--published", default=None, metavar="PATH",
-                   help="published-numbers file to show alongside (default: tables.published "
-                        "when benchmark is paper)")
-    p.set_defaults(handler=_tables)
-
-    p = subparsers.add_parser("figures", help="training curves, per-class AP and prediction "
-                                              "timelines")
-    add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics", help="default: %(default)s")
-    p.add_argument("--models-dir", default="results/models",
-                   help="directory of <experiment>/training.json (default: %(default)s)")
-    p.add_argument("--predictions-dir", default="results/predictions",
-                   help="directory of <experiment>/<task>.json (default: %(default)s)")
-    p.add_argument("--output-dir", default="results/figures", help="default: %(default)s")
-    p.add_argument("--videos", type=int, default=3, help="test videos per timeline figure")
-    p.set_defaults(handler=_figures)
-
+    """Register ``tracking-init`` and ``gpu-slot``."""
     p = subparsers.add_parser("tracking-init", help="create or upgrade the MLflow store and "
                                                     "experiment (before parallel jobs start)")
     add_config_arguments(p)

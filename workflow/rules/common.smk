@@ -11,11 +11,11 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from uniav.config import to_plain
-from uniav.data.download import resolve_dest, unpack_target
+from uniav.prepare.download import resolve_dest, unpack_target
 from uniav.errors import UniAVError
 from uniav.pipeline.effective import coerce_types, pin_over_scale, write_effective_config
-from uniav.pipeline.figures import figure_paths, main_table_tasks, main_table_sources
-from uniav.pipeline.tables import table_experiments, table_names
+from uniav.report.figures import figure_paths, main_table_tasks, main_table_sources
+from uniav.report.tables import table_experiments, table_names
 
 #: The conda environment every job runs in (relative to the rule files).
 UNIAV_ENV = "../envs/uniav.yaml"
@@ -260,7 +260,7 @@ def prompt_targets():
 def synthesize_settings(wildcards):
     """What `uniav synthesize --task T` output depends on: the generator's record (generator
     version, seed, subset names and sizes, media format)."""
-    from uniav.data.synthetic import generation_record
+    from uniav.prepare.synthetic import generation_record
 
     record = generation_record(UNIAV, wildcards.task)
     record.pop("fingerprint", None)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniav.data import synthetic
+from uniav.prepare import synthetic
 from uniav.data.annotations import load_annotations
-from uniav.data.media import decode_media
-from uniav.data.synthetic import RECIPES, plan_task, render_video, synthesize_task, task_classes
+from uniav.prepare.media import decode_media
+from uniav.prepare.synthetic import RECIPES, plan_task, render_video, synthesize_task, task_classes
 
 # scales.tiny overrides datasets.synthetic.videos, so sizes are set inside the tiny scale
 SMALL_SED = "scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}"
@@ -178,7 +178,7 @@ def test_synth_interrupted_run_leaves_no_partial_file(tmp_path, synth_make_confi
     config = synth_make_config(tmp_path, SMALL_SED)
     data = config.datasets.synthetic.tasks["sed"]
     media_dir, annotations = Path(data.media), Path(data.annotations)
-    import uniav.data.media as media_module
+    import uniav.prepare.media as media_module
 
     real_write = media_module.write_media
     calls = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from uniav.config import config_from_dict
-from uniav.pipeline.figures import (curve_records, figure_paths, per_class_average,
+from uniav.report.figures import (curve_records, figure_paths, per_class_average,
                                     write_curve_csv, write_figures)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ distractors (avel), ``distractor_rejection`` (distractor steps called background
 ``hard_accuracy`` (accuracy on the steps that are events or distractors - the steps where one
 modality alone cannot decide).
 
-Run ``uniav probe --figure docs/figures/probe_accuracy.png`` (or ``python -m uniav.data.probe``)
+Run ``uniav probe --figure docs/figures/probe_accuracy.png`` (or ``python -m uniav.prepare.probe``)
 after ``uniav extract``.
 """
 
@@ -236,7 +236,7 @@ def plot_probe(results: dict[str, dict[str, Any]], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m uniav.data.probe [--config ...] [--set ...] [--figure PNG] [--json PATH]``:
+    """``python -m uniav.prepare.probe [--config ...] [--set ...] [--figure PNG] [--json PATH]``:
     the same as ``uniav probe``.
 
     Args:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from uniav.data.annotations import VideoAnnotation
-from uniav.data.probe import AMBIGUOUS, format_table, plot_probe, run_probes, step_labels
+from uniav.prepare.probe import AMBIGUOUS, format_table, plot_probe, run_probes, step_labels
 
 
 def test_probe_step_labels_use_centre_times():

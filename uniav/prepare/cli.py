@@ -1,4 +1,5 @@
-"""Sub-commands of the data area: ``synthesize``, ``extract``, ``prompts`` and ``probe``.
+"""Sub-commands of offline preparation: ``synthesize``, ``download``, ``extract``, ``prompts``
+and ``probe``.
 
 Heavy modules (PyAV, torch, sentence-transformers, scikit-learn) are imported inside the handlers.
 """
@@ -34,7 +35,7 @@ def _add_task_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    from uniav.data.synthetic import synthesize
+    from uniav.prepare.synthetic import synthesize
 
     config = config_from_args(args)
     known = [t for t in config.task_names if t in config.datasets.synthetic.tasks]
@@ -48,7 +49,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.list_encoders:
-        from uniav.data.encoders import list_encoders
+        from uniav.prepare.encoders import list_encoders
 
         rows = list_encoders(config.features)
         width = max(len(row["name"]) for row in rows)
@@ -58,7 +59,7 @@ def _extract(args: argparse.Namespace) -> int:
             print(f"{row['name']:<{width}}  {row['modality']:<6}  dim {row['dim']:<5}  "
                   f"{row['input']}; {row['description']}{chosen}")
         return 0
-    from uniav.data.extract import extract
+    from uniav.prepare.extract import extract
 
     tasks = _tasks(args, config.task_names, "")
     start = time.perf_counter()
@@ -68,7 +69,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from uniav.data.prompts import build_all_prompts
+    from uniav.prepare.prompts import build_all_prompts
 
     config = config_from_args(args)
     tasks = _tasks(args, config.task_names, "")
@@ -78,7 +79,7 @@ def _prompts(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from uniav.data.probe import format_table, plot_probe, run_probes
+    from uniav.prepare.probe import format_table, plot_probe, run_probes
 
     config = config_from_args(args)
     tasks = _tasks(args, config.task_names, "")
@@ -97,8 +98,33 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from uniav.prepare.download import LOCK_FILE_NAME, download_manifest
+
+    config = config_from_args(args)
+    paper = config.datasets.paper
+    if not paper.manifest:
+        print(f"{args.config}: datasets.paper.manifest is empty: nothing to download")
+        return 0
+    root = args.root if args.root is not None else paper.root
+    results = download_manifest(
+        paper.manifest, root, only=args.only, pin_unknown=args.pin_unknown_checksums,
+        retries=args.retries, timeout=args.timeout,
+        progress=False if args.no_progress else None)
+    width = max(len(result.name) for result in results) if results else 0
+    for result in results:
+        line = f"{result.name:<{width}}  {result.action:<16}  {result.path}"
+        if result.unpacked_to is not None:
+            line += f"  [{result.unpack_action}: {result.unpacked_to}]"
+        if result.pinned:
+            line += f"  [SHA-256 pinned in {root}/{LOCK_FILE_NAME}]"
+        print(line)
+    print(f"{len(results)} manifest entr{'y' if len(results) == 1 else 'ies'} in place under {root}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``synthesize``, ``extract``, ``prompts`` and ``probe``.
+    """Register ``synthesize``, ``download``, ``extract``, ``prompts`` and ``probe``.
 
     Args:
         subparsers: the ``uniav`` command's sub-parsers.
@@ -137,3 +163,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--figure", default=None, metavar="PNG", help="write a bar chart")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     p.set_defaults(handler=_probe)
+
+    parser = subparsers.add_parser(
+        "download", help="fetch, verify and unpack the paper benchmark (datasets.paper.manifest)",
+        description="Bring every file of datasets.paper.manifest into place under the benchmark "
+                    "root: download (http, https, file://) or take hand-downloaded files (local "
+                    "paths), resume partial downloads, verify SHA-256, unpack archives safely. "
+                    "Files already present with the right checksum are not fetched again. "
+                    "See docs/datasets.md.")
+    add_config_arguments(parser)
+    parser.add_argument("--only", nargs="+", action="extend", metavar="NAME", default=None,
+                        help="process only these manifest entries (by name)")
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="benchmark root the manifest's dest paths are relative to "
+                             "(default: datasets.paper.root)")
+    parser.add_argument("--pin-unknown-checksums", action="store_true",
+                        help="accept entries whose sha256 is null: trust each file on first "
+                             "download and record its SHA-256 in <root>/checksums.lock.json, "
+                             "against which later runs verify it")
+    parser.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="retries of a failed HTTP transfer, each resuming (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="socket timeout (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_download)

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from uniav.cli import main as uniav_main
-from uniav.data import extract as extract_module
+from uniav.prepare import extract as extract_module
 from uniav.data.annotations import load_annotations
-from uniav.data.encoders import (ColourMotionEncoder, LogMelEncoder, gather_windows,
+from uniav.prepare.encoders import (ColourMotionEncoder, LogMelEncoder, gather_windows,
                                  get_encoder, list_encoders)
-from uniav.data.extract import (extract_task, extract_video_features, num_steps, step_centres)
+from uniav.prepare.extract import (extract_task, extract_video_features, num_steps, step_centres)
 from uniav.data.features import FeatureStore, layout_of
-from uniav.data.media import write_media
-from uniav.data.synthetic import synthesize_task
+from uniav.prepare.media import write_media
+from uniav.prepare.synthetic import synthesize_task
 from uniav.errors import ConfigError, InputError
 
 SMALL_SED = "scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}"

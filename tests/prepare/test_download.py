@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from uniav.config import ManifestEntry
-from uniav.data.download import (
+from uniav.prepare.download import (
     LOCK_FILE_NAME,
     DownloadError,
     MissingSourceError,

@@ -37,12 +37,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from uniav.config import Config, FeaturesConfig
-from uniav.data import parallel_map
+from uniav.prepare.parallel import parallel_map
 from uniav.data.annotations import load_annotations
-from uniav.data.encoders import Encoder, audio_window_samples, get_encoder
+from uniav.prepare.encoders import Encoder, audio_window_samples, get_encoder
 from uniav.data.features import (META_FILE, FeatureLayout, FeatureStore, layout_of, pack_hdf5,
                                  write_meta, write_npy_video)
-from uniav.data.media import DecodedMedia, decode_media
+from uniav.prepare.media import DecodedMedia, decode_media
 from uniav.errors import ConfigError, InputError
 from uniav.fileio import read_json_object
 
@@ -150,7 +150,7 @@ def extract_video_features(media_path: str | Path, *, fps: float, feat_stride: i
         feat_stride: grid stride in frames.
         window_frames: visual window in frames.
         visual_encoder: encoder name (built-in or in ``features_config.custom_encoders``) or
-            an :class:`~uniav.data.encoders.Encoder`.
+            an :class:`~uniav.prepare.encoders.Encoder`.
         audio_encoder: likewise for audio.
         features_config: needed only to look up custom encoders by name.
         video_id: id used in error messages.

@@ -50,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from uniav.config import Config, DatasetTaskConfig, MediaConfig, config_hash
-from uniav.data import parallel_map
+from uniav.prepare.parallel import parallel_map
 from uniav.errors import ConfigError
 from uniav.fileio import atomic_write_json, read_json_object
 
@@ -806,7 +806,7 @@ def render_and_write(task: str, plan: VideoPlan, media: MediaConfig, path: str) 
     Returns:
         The video id.
     """
-    from uniav.data.media import write_media
+    from uniav.prepare.media import write_media
 
     frames, audio = render_video(task, plan, media)
     write_media(path, frames, audio, fps=media.fps, sample_rate=media.sample_rate)

@@ -12,7 +12,7 @@ import yaml
 
 from uniav.config import config_from_dict
 from uniav.errors import InputError
-from uniav.pipeline.tables import (build_tables, display_thresholds, format_percent,
+from uniav.report.tables import (build_tables, display_thresholds, format_percent,
                                    latex_escape, load_published, write_tables)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

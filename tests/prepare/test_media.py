@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from uniav.data.media import decode_media, media_duration, write_media, yuv420_to_rgb
+from uniav.prepare.media import decode_media, media_duration, write_media, yuv420_to_rgb
 from uniav.errors import InputError
 
 FPS, RATE = 16, 16000
@@ -110,7 +110,7 @@ def test_media_without_audio_gives_silence_and_a_warning(tmp_path, caplog):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    with caplog.at_level(logging.WARNING, logger="uniav.data.media"):
+    with caplog.at_level(logging.WARNING, logger="uniav.prepare.media"):
         media = decode_media(path)
     assert not media.has_audio
     assert media.audio.shape == (24000,) and not media.audio.any()

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniav.data.prompts import build_all_prompts, build_prompts, load_prompt_embeddings
-from uniav.data.synthetic import task_classes
+from uniav.prepare.prompts import build_all_prompts, build_prompts, load_prompt_embeddings
+from uniav.prepare.synthetic import task_classes
 from uniav.errors import ConfigError, InputError
 
 SED_CLASSES = task_classes("sed")
@@ -130,7 +130,7 @@ def test_load_prompt_embeddings_checks_rows_and_class_order(tmp_path, synth_make
 
 
 def test_prompts_for_every_task_of_the_benchmark(synth_benchmark, monkeypatch):
-    import uniav.data.prompts as prompts_module
+    import uniav.prepare.prompts as prompts_module
 
     encoder_calls = []
 

@@ -47,8 +47,8 @@ def synth_make_config() -> Callable[..., Config]:
 @pytest.fixture(scope="session")
 def synth_benchmark(tmp_path_factory, synth_make_config) -> Config:
     """The tiny synthetic benchmark (all tasks), synthesized and extracted once per session."""
-    from uniav.data.extract import extract
-    from uniav.data.synthetic import synthesize
+    from uniav.prepare.extract import extract
+    from uniav.prepare.synthetic import synthesize
 
     root = tmp_path_factory.mktemp("synth_benchmark")
     config = synth_make_config(root)
