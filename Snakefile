@@ -29,7 +29,7 @@ include: "workflow/rules/common.smk"
 # loader, which also checks cross-references and applies the scale.  The validated result is
 # written to .snakemake/uniav/params-<hash>.yaml, the --config of every job.
 normalise_config(config)
-validate(config, "workflow/schemas/params.schema.json")
+validate(config, "workflow/schemas/params.schema.json", set_default=False)
 UNIAV, EFFECTIVE_CONFIG = effective_config(config)
 
 

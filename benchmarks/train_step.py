@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from uniav.config import resolve_model
+from uniav.config import ModelConfig, resolve_model
 from uniav.engine.optim import make_optimizer
 from uniav.engine.schedule import ModelEMA
 from uniav.model import ModelSpec, TaskHeadConfig, UniAV
@@ -84,7 +84,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    spec = ModelSpec(model=resolve_model({"preset": "paper"}, None, "model"), tasks=PAPER_TASKS,
+    spec = ModelSpec(model=resolve_model(ModelConfig(preset="paper")), tasks=PAPER_TASKS,
                      visual_dim=1536, audio_dim=1536, text_dim=1536)
     model = UniAV(spec).to(device).train()
     for task, head in PAPER_TASKS.items():

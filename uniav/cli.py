@@ -17,7 +17,7 @@ from uniav.errors import UniAVError
 
 #: Modules that each define ``register(subparsers)``.
 COMMAND_MODULES = (
-    "uniav.config_cli",
+    "uniav.config.cli",
     "uniav.evaluation.cli",
     "uniav.prepare.cli",
     "uniav.engine.cli",

@@ -87,21 +87,87 @@ def read_json_object(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_json_file(path: str | Path, *, missing: str = "file not found") -> Any:
-    """Parse a JSON file that must exist.
+    """Parse a JSON file that must exist, refusing duplicate keys and absurd nesting.
+
+    A key repeated in one object (``{"v1": [...], "v1": [...]}``) would silently keep the last
+    value; here it is an error naming the key.  Nesting deeper than the interpreter can decode is
+    an error too (not a ``RecursionError`` traceback).
 
     Args:
         path: the file.
         missing: the message when it does not exist (e.g. which command makes it).
 
     Raises:
-        InputError: naming the file when it is missing or not valid JSON.
+        InputError: naming the file when it is missing, not valid JSON, has a duplicate key or
+            nests too deeply.
     """
     from uniav.errors import InputError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(missing, file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise InputError(f"not valid JSON: {exc}", file=path) from None
+    return parse_json_text(text, file=path)
+
+
+def parse_json_text(text: str, *, file: str | Path | None = None) -> Any:
+    """:func:`json.loads` with the checks of :func:`load_json_file` (errors name ``file``)."""
+    from uniav.errors import InputError
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise InputError(f"duplicate key {key!r} in one JSON object (the file would "
+                                 f"mean two values for it)", file=file, field=key)
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", file=file) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply to be read (nothing this project reads nests "
+                         "more than a few levels)", file=file) from None
+
+
+def load_yaml_file(path: str | Path, *, missing: str = "file not found") -> Any:
+    """Parse a YAML file with ``yaml.safe_load`` semantics, refusing duplicate keys.
+
+    Raises:
+        ConfigError: naming the file, the line and the key of a duplicate, or a syntax error.
+    """
+    import yaml
+
+    from uniav.errors import ConfigError
+
+    path = Path(path)
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """A safe loader whose mappings refuse a key given twice."""
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{path}: line {line}: duplicate key {key!r} (first at line "
+                                  f"{seen[key]}); YAML would silently keep the last one")
+            seen[key] = line
+        return loader.construct_mapping(node, deep=True)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                    construct_mapping)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {missing}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uniav.config import MODEL_PRESETS, ModelConfig, _convert
+from uniav.config import ModelConfig, parse
 from uniav.engine.optim import parameter_groups
 from uniav.engine.sampling import BatchStream
 from uniav.engine.schedule import ModelEMA, PlateauGate, warmup_cosine_factor
@@ -48,7 +48,7 @@ def test_ema_warmup_and_buffers():
 
 
 def _tiny_model(classifier="prompt"):
-    cfg = _convert(ModelConfig, {**MODEL_PRESETS["cpu"], "embd_dim": 16, "head_dim": 16,
+    cfg = parse(ModelConfig, {"embd_dim": 16, "head_dim": 16,
                                  "classifier": classifier}, "m")
     return UniAV(ModelSpec(cfg, {"tal": TaskHeadConfig(3, 32, False, 0.0, 100.0)}, 4, 4, 6))
 

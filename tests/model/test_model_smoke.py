@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uniav.config import MODEL_PRESETS, ModelConfig, _convert
+from uniav.config import ModelConfig, parse
 from uniav.model import ModelSpec, TaskHeadConfig, UniAV, count_parameters
 
 TASKS = {"tal": TaskHeadConfig(5, 64, False, 0.1, 400.0),
@@ -14,7 +14,7 @@ TASKS = {"tal": TaskHeadConfig(5, 64, False, 0.1, 400.0),
 
 
 def _model(**overrides) -> UniAV:
-    cfg = _convert(ModelConfig, {**MODEL_PRESETS["cpu"], "embd_dim": 16, "head_dim": 16,
+    cfg = parse(ModelConfig, {"embd_dim": 16, "head_dim": 16,
                                  **overrides}, "model")
     torch.manual_seed(0)
     model = UniAV(ModelSpec(cfg, TASKS, visual_dim=12, audio_dim=8, text_dim=6))

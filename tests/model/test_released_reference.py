@@ -8,6 +8,7 @@ weights through the public import path must reproduce every recorded tensor and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_REFERENCE
-from uniav.config import MODEL_PRESETS, ModelConfig, _convert
+from uniav.config import ModelConfig, parse
 from uniav.model import ModelSpec, TaskHeadConfig
 from uniav.model.released import infer_released_layout, load_released_model
 
@@ -35,21 +36,21 @@ def meta():
 
 def _spec(meta) -> ModelSpec:
     cfg = meta["config"]
-    model = _convert(ModelConfig, {
-        **MODEL_PRESETS["paper"], "embd_dim": cfg["embd_dim"], "head_dim": cfg["head_dim"],
+    model = parse(ModelConfig, {
+        "preset": "paper", "embd_dim": cfg["embd_dim"], "head_dim": cfg["head_dim"],
         "n_head": cfg["n_head"], "arch": cfg["backbone_arch"], "scale_factor": cfg["scale_factor"],
         "regression_ranges": cfg["regression_range"], "embd_kernel_size": cfg["embd_kernel_size"],
         "head_kernel_size": cfg["head_kernel_size"], "head_num_layers": cfg["head_num_layers"],
         "embd_with_ln": cfg["embd_with_ln"], "head_with_ln": cfg["head_with_ln"],
-        "use_abs_pe": cfg["use_abs_pe"], "droppath": meta["droppath"], "dropout": 0.0}, "model")
+        "use_abs_pe": cfg["use_abs_pe"], "droppath": meta["droppath"], "dropout": 0.0,
+        "position_interpolation": "released"}, "model")
     tasks = {name: TaskHeadConfig(num_classes=t["num_classes"], max_seq_len=t["max_seq_len"],
                                   class_aware=t["class_aware"],
                                   label_smoothing=t["label_smoothing"],
                                   init_loss_norm=t["init_loss_norm"])
              for name, t in meta["tasks"].items()}
     return ModelSpec(model=model, tasks=tasks, visual_dim=cfg["input_dim_V"],
-                     audio_dim=cfg["input_dim_A"], text_dim=meta["prompt_dim"],
-                     position_interpolation="released")
+                     audio_dim=cfg["input_dim_A"], text_dim=meta["prompt_dim"])
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,8 @@ def test_position_interpolation_quirk_only_changes_shorter_tasks(reference, meta
     Our default ("beyond_table") slices it like in training; TAL/AVEL are unaffected."""
     spec = _spec(meta)
     fixed = load_released_model(reference["state_dict"],
-                                ModelSpec(**{**spec.__dict__, "position_interpolation": "beyond_table"}),
+                                dataclasses.replace(spec, model=dataclasses.replace(
+                                    spec.model, position_interpolation="beyond_table")),
                                 reference["prompts"])
     for task, changed in (("tal", False), ("avel", False), ("sed", True)):
         visual, audio, mask = _inputs(reference, task)
@@ -177,7 +179,7 @@ def test_released_checkpoint_through_import_command(reference, tmp_path):
                    "--output", str(output), "--prompts", *prompt_args])
     assert status == 0
     model, metadata = load_model_from_weights(output)
-    assert metadata["model_spec"]["position_interpolation"] == "released"
+    assert metadata["model_spec"]["model"]["position_interpolation"] == "released"
     assert metadata["classes"]["sed"] == ["class_0", "class_1", "class_2"]
     for task in TASKS:
         visual, audio, mask = _inputs(reference, task)

@@ -9,7 +9,7 @@ import yaml
 
 from uniav.config import config_from_dict, load_config
 from uniav.errors import ConfigError
-from uniav.pipeline.effective import coerce_types, pin_over_scale, write_effective_config
+from uniav.pipeline.effective import command_line_values, with_command_line, write_effective_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +29,11 @@ def test_strings_become_the_expected_types_only() -> None:
         "experiments": {"x": {"tasks": ["tal"], "train": {"epochs": "2"},
                               "model": {"task_experts": "false"}}},
         "scales": {"tiny": {"train": {"epochs": "1"}}},
+        "scale": "tiny",
         "datasets": {"synthetic": {"tasks": {"tal": {"resize_length": "64",
                                                      "subsets": {"validation": "null"}}}}},
     }
-    typed = coerce_types(snakemake_values)
+    selectors, typed = command_line_values(snakemake_values)
     assert typed["train"] == {"epochs": 3, "lr": {"tal": 0.01}, "deterministic": False,
                               "device": "cpu"}
     assert typed["tasks"]["tal"] == {"tiou_thresholds": [0.5, 0.75], "prompt_template": "1 {}"}
@@ -40,10 +41,13 @@ def test_strings_become_the_expected_types_only() -> None:
     assert typed["model"] == {"embd_dim": 16, "preset": "cpu"}
     assert typed["experiments"]["x"] == {"tasks": ["tal"], "train": {"epochs": 2},
                                          "model": {"task_experts": False}}
-    assert typed["scales"]["tiny"]["train"]["epochs"] == 1
+    assert selectors == {"scales": {"tiny": {"train": {"epochs": 1}}}, "scale": "tiny"}
     task = typed["datasets"]["synthetic"]["tasks"]["tal"]
     assert task["resize_length"] == 64 and task["subsets"]["validation"] is None
-    assert coerce_types({"train": {"epochs": "three"}})["train"]["epochs"] == "three"
+    with pytest.raises(ConfigError, match=r"^train\.epochs: expected an integer, got 'three'"):
+        command_line_values({"train": {"epochs": "three"}})
+    with pytest.raises(ConfigError, match=r"^train\.surprise: unknown key"):
+        command_line_values({"train": {"surprise": "1"}})
 
 
 def test_effective_file_is_content_addressed_and_equivalent(tmp_path: Path) -> None:
@@ -67,21 +71,22 @@ def test_invalid_effective_config_is_refused_before_writing(tmp_path: Path) -> N
     assert not list(tmp_path.iterdir())
 
 
-def test_command_line_values_win_over_the_scale() -> None:
+def test_command_line_values_win_over_the_overlays() -> None:
     raw = _raw()
     raw["scale"] = "tiny"
+    raw["benchmark"] = "paper"
     raw["train"]["epochs"] = 5  # what Snakemake merged from --config 'train={epochs: 5}'
     raw["model"]["embd_dim"] = 48
-    pinned = pin_over_scale(raw, {"train": {"epochs": 5}, "model": {"embd_dim": 48},
-                                  "scale": "tiny"})
-    config = config_from_dict(pinned)
+    effective = with_command_line(raw, {"train": {"epochs": "5"}, "model": {"embd_dim": "48"},
+                                        "scale": "tiny", "benchmark": "paper"})
+    config = config_from_dict(effective)
     assert config.train.epochs == 5 and config.model_config().embd_dim == 48
-    # the rest of the scale still applies, and uniav --set gives the same result
-    assert config.train.batch_size == config_from_dict(raw).train.batch_size
-    assert config.model_config().head_dim == 32
+    # the rest of the overlays still applies, and uniav --set gives the same result
+    assert config.model_config().head_dim == 32                    # scales.tiny
+    assert config.prompts.source == "npy"                          # benchmarks.paper
+    assert config.train.precision == "fp32"                        # protocols.released
     same = load_config(REPO_ROOT / "params.yaml",
-                       ["scale=tiny", "train.epochs=5", "model.embd_dim=48"])
+                       ["scale=tiny", "benchmark=paper", "train.epochs=5", "model.embd_dim=48"])
     assert same.train == config.train and same.model_config() == config.model_config()
-    # without a scale, or without command-line values, nothing changes
-    assert pin_over_scale(_raw(), {"train": {"epochs": 5}}) == _raw()
-    assert pin_over_scale(raw, {"scale": "tiny"}) is raw
+    # without command-line values nothing changes
+    assert with_command_line(_raw(), {}) == _raw()

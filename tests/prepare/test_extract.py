@@ -25,7 +25,8 @@ from uniav.prepare.media import write_media
 from uniav.prepare.synthetic import synthesize_task
 from uniav.errors import ConfigError, InputError
 
-SMALL_SED = "scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}"
+SMALL_SED = ("scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}",
+             "scales.tiny.train.batch_size.sed=2")
 HUE_RED = 48  # first hue bin (red) of colour_motion's window means: after 4x4x3 grid means
 
 
@@ -142,7 +143,7 @@ def _calls(monkeypatch) -> list[str]:
 
 
 def test_extract_resumes_and_never_leaves_partial_files(tmp_path, synth_make_config, monkeypatch):
-    config = synth_make_config(tmp_path, SMALL_SED)
+    config = synth_make_config(tmp_path, *SMALL_SED)
     synthesize_task(config, "sed", progress=False)
     features = Path(config.task_spec("sed").data.features)
     calls = _calls(monkeypatch)
@@ -197,18 +198,18 @@ def test_extract_resumes_and_never_leaves_partial_files(tmp_path, synth_make_con
 
     # other grid settings: the store is remade
     calls.clear()
-    other = synth_make_config(tmp_path, SMALL_SED, "datasets.synthetic.tasks.sed.feat_stride=8")
+    other = synth_make_config(tmp_path, *SMALL_SED, "datasets.synthetic.tasks.sed.feat_stride=8")
     extract_task(other, "sed", progress=False)
     assert len(calls) == 4
     assert json.loads((features / "meta.json").read_text())["feat_stride"] == 8
 
 
 def test_extract_hdf5_store(tmp_path, synth_make_config, monkeypatch):
-    npy = synth_make_config(tmp_path, SMALL_SED)
+    npy = synth_make_config(tmp_path, *SMALL_SED)
     synthesize_task(npy, "sed", progress=False)
     extract_task(npy, "sed", progress=False)
     h5_path = tmp_path / "sed" / "features.h5"
-    hdf5 = synth_make_config(tmp_path, SMALL_SED,
+    hdf5 = synth_make_config(tmp_path, *SMALL_SED,
                              "datasets.synthetic.tasks.sed.feature_format=hdf5",
                              f"datasets.synthetic.tasks.sed.features={h5_path}")
     calls = _calls(monkeypatch)
@@ -328,7 +329,7 @@ def test_extract_custom_encoder_plugin(tmp_path, monkeypatch, synth_make_config,
 
 
 def test_extract_refuses_missing_media_and_media_less_benchmarks(tmp_path, synth_make_config):
-    config = synth_make_config(tmp_path, SMALL_SED)
+    config = synth_make_config(tmp_path, *SMALL_SED)
     synthesize_task(config, "sed", progress=False)
     media_dir = Path(config.datasets.synthetic.tasks["sed"].media)
     victim = sorted(media_dir.glob("*.mp4"))[0]
@@ -343,7 +344,7 @@ def test_extract_refuses_missing_media_and_media_less_benchmarks(tmp_path, synth
 
 def test_extract_cli_runs_in_parallel_workers(tmp_path, synth_overrides_for):
     """``uniav synthesize`` / ``uniav extract`` with --jobs 2, as a Snakemake rule calls them."""
-    sets = [item for override in synth_overrides_for(tmp_path) + [SMALL_SED]
+    sets = [item for override in synth_overrides_for(tmp_path) + list(SMALL_SED)
             for item in ("--set", override)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for command in ("synthesize", "extract"):

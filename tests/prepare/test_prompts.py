@@ -85,7 +85,7 @@ def test_prompts_from_an_npy_file(tmp_path, synth_make_config):
     def paper(source_path: Path):
         return synth_make_config(tmp_path, "benchmark=paper",
                                  f"datasets.paper.tasks.sed.annotations={annotations}",
-                                 f"datasets.paper.prompts={{sed: '{source_path}'}}",
+                                 f"datasets.paper.prompts.sed={source_path}",
                                  "prompts.source=npy")
 
     path = build_prompts(paper(source), "sed")
@@ -105,7 +105,7 @@ def test_prompts_from_an_npy_file(tmp_path, synth_make_config):
     with pytest.raises(InputError, match="unreadable"):
         build_prompts(paper(pickled), "sed")
 
-    with pytest.raises(ConfigError, match="datasets.synthetic.prompts.sed"):
+    with pytest.raises(ConfigError, match="prompts.source: npy reads datasets.paper.prompts"):
         build_prompts(_config(tmp_path, synth_make_config, "prompts.source=npy"), "sed")
 
 

@@ -16,6 +16,8 @@ from uniav.prepare.synthetic import RECIPES, plan_task, render_video, synthesize
 
 # scales.tiny overrides datasets.synthetic.videos, so sizes are set inside the tiny scale
 SMALL_SED = "scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}"
+#: a training batch that such a small training subset can fill (checked with the configuration)
+ONE_PER_BATCH = "scales.tiny.train.batch_size.sed=1"
 
 
 def _intervals_overlap(a, b) -> bool:
@@ -105,9 +107,9 @@ def test_synth_avel_distractors_exist_are_not_annotated_and_use_one_modality(syn
 
 
 def test_synth_same_seed_same_data_other_seed_other_data(tmp_path, synth_make_config):
-    first = synth_make_config(tmp_path / "a", SMALL_SED)
-    again = synth_make_config(tmp_path / "b", SMALL_SED)
-    other = synth_make_config(tmp_path / "c", SMALL_SED, "datasets.synthetic.seed=8")
+    first = synth_make_config(tmp_path / "a", SMALL_SED, ONE_PER_BATCH)
+    again = synth_make_config(tmp_path / "b", SMALL_SED, ONE_PER_BATCH)
+    other = synth_make_config(tmp_path / "c", SMALL_SED, ONE_PER_BATCH, "datasets.synthetic.seed=8")
     documents, stats = [], []
     for config in (first, again, other):
         path = synthesize_task(config, "sed", progress=False)
@@ -124,7 +126,7 @@ def test_synth_same_seed_same_data_other_seed_other_data(tmp_path, synth_make_co
 
 
 def test_synth_video_does_not_depend_on_the_other_videos(synth_make_config, tmp_path):
-    small = synth_make_config(tmp_path, SMALL_SED)
+    small = synth_make_config(tmp_path, SMALL_SED, ONE_PER_BATCH)
     large = synth_make_config(tmp_path, "scales.tiny.datasets.synthetic.videos.sed={train: 5, "
                                         "validation: 1, test: 1}")
     plan_small, plan_large = plan_task(small, "sed")[1], plan_task(large, "sed")[1]
@@ -140,7 +142,7 @@ def _mtimes(directory: Path) -> dict[str, int]:
 
 
 def test_synth_keeps_complete_outputs_and_resumes(tmp_path, synth_make_config, monkeypatch):
-    config = synth_make_config(tmp_path, SMALL_SED)
+    config = synth_make_config(tmp_path, SMALL_SED, ONE_PER_BATCH)
     data = config.datasets.synthetic.tasks["sed"]
     media_dir, annotations = Path(data.media), Path(data.annotations)
     synthesize_task(config, "sed", progress=False)
@@ -167,7 +169,8 @@ def test_synth_keeps_complete_outputs_and_resumes(tmp_path, synth_make_config, m
     # other settings: everything is regenerated and videos no longer planned are removed
     rendered.clear()
     fewer = synth_make_config(tmp_path, "scales.tiny.datasets.synthetic.videos.sed={train: 1, "
-                                        "validation: 1, test: 1}", "datasets.synthetic.seed=11")
+                                        "validation: 1, test: 1}", "datasets.synthetic.seed=11",
+                              ONE_PER_BATCH)
     synthesize_task(fewer, "sed", progress=False)
     assert len(rendered) == 3
     assert len(list(media_dir.glob("*.mp4"))) == 3
@@ -175,7 +178,7 @@ def test_synth_keeps_complete_outputs_and_resumes(tmp_path, synth_make_config, m
 
 
 def test_synth_interrupted_run_leaves_no_partial_file(tmp_path, synth_make_config, monkeypatch):
-    config = synth_make_config(tmp_path, SMALL_SED)
+    config = synth_make_config(tmp_path, SMALL_SED, ONE_PER_BATCH)
     data = config.datasets.synthetic.tasks["sed"]
     media_dir, annotations = Path(data.media), Path(data.annotations)
     import uniav.prepare.media as media_module

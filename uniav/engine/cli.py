@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import ConfigError
 
 #: The paper's tasks for ``model-summary --preset paper`` (classes, max_seq_len, class-aware).
@@ -110,13 +110,13 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _model_summary(args: argparse.Namespace) -> int:
-    from uniav.config import resolve_model
+    from uniav.config import ModelConfig, resolve_model
     from uniav.model import ModelSpec, TaskHeadConfig, UniAV, count_parameters
 
     if args.preset == "paper":
         tasks = {name: TaskHeadConfig(*values) for name, values in PAPER_TASKS.items()}
         dims = {"visual_dim": 1536, "audio_dim": 1536, "text_dim": 1536}
-        model_cfg = resolve_model({"preset": "paper"}, None, "model")
+        model_cfg = resolve_model(ModelConfig(preset="paper"))
     else:
         config = config_from_args(args)
         model_cfg = config.model_config()

@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from uniav.config import Config, resolve_model, to_plain
+from uniav.config import Config, ModelConfig, resolve_model, to_plain
 from uniav.prepare.download import sha256_file
 from uniav.engine.checkpoint import export_weights
 from uniav.errors import InputError
@@ -95,12 +95,12 @@ def import_released_checkpoint(config: Config, checkpoint: str | Path, output: s
                                      label_smoothing=settings.label_smoothing,
                                      init_loss_norm=settings.init_loss_norm)
         embeddings[task] = torch.from_numpy(rows.astype(np.float32))
-    model_cfg = resolve_model({"preset": "paper"}, {
+    model_cfg = resolve_model(ModelConfig(preset="paper"), {
         "embd_dim": layout["embd_dim"], "head_dim": layout["head_dim"], "n_head": n_head,
-        "arch": list(layout["arch"]), "droppath": 0.1 if layout["droppath"] else 0.0}, "model")
+        "arch": list(layout["arch"]), "droppath": 0.1 if layout["droppath"] else 0.0,
+        "position_interpolation": "released"})
     spec = ModelSpec(model=model_cfg, tasks=tasks, visual_dim=layout["visual_dim"],
-                     audio_dim=layout["audio_dim"], text_dim=layout["text_dim"],
-                     position_interpolation="released")
+                     audio_dim=layout["audio_dim"], text_dim=layout["text_dim"])
     model = load_released_model(released, spec, embeddings, task_keys=task_keys)
     metadata = {
         "format": "uniav-weights-v1", "experiment": "released-import",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniav.config import DatasetTaskConfig, EvalConfig, FeaturesConfig, TaskConfig, _convert
+from uniav.config import DatasetTaskConfig, EvalConfig, FeaturesConfig, TaskConfig, parse
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_json
 
@@ -74,8 +74,8 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
     if not video.exists():
         raise InputError("video not found", file=video)
     model, metadata = load_model_from_weights(weights)
-    eval_cfg = _convert(EvalConfig, metadata.get("eval", {}), "eval")
-    features_cfg = _convert(FeaturesConfig, metadata.get("features_config", {}), "features")
+    eval_cfg = parse(EvalConfig, metadata.get("eval", {}), "eval")
+    features_cfg = parse(FeaturesConfig, metadata.get("features_config", {}), "features")
     available = list(metadata["model_spec"]["tasks"])
     tasks = tasks or available
     for task in tasks:
@@ -87,8 +87,8 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
     duration = 0.0
     for task in tasks:
         task_meta = metadata["tasks"][task]
-        data_cfg = _convert(DatasetTaskConfig, task_meta["data"], f"tasks.{task}.data")
-        task_cfg = _convert(TaskConfig, task_meta["task"], f"tasks.{task}.task")
+        data_cfg = parse(DatasetTaskConfig, task_meta["data"], f"tasks.{task}.data")
+        task_cfg = parse(TaskConfig, task_meta["task"], f"tasks.{task}.task")
         feature_meta = (metadata.get("features") or {}).get(task) or {}
         if "visual_encoder" not in feature_meta or "audio_encoder" not in feature_meta:
             raise InputError(f"task {task!r}: the weights do not record the feature encoders",

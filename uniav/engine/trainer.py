@@ -114,8 +114,7 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
     return data
 
 
-def build_model_spec(experiment: ResolvedExperiment, data: dict[str, TaskData],
-                     position_interpolation: str = "beyond_table") -> ModelSpec:
+def build_model_spec(experiment: ResolvedExperiment, data: dict[str, TaskData]) -> ModelSpec:
     """The :class:`ModelSpec` of an experiment given its datasets and prompts."""
     first = next(iter(data.values()))
     visual_dim, audio_dim = first.train.dims
@@ -133,8 +132,7 @@ def build_model_spec(experiment: ResolvedExperiment, data: dict[str, TaskData],
                                      label_smoothing=spec.task.label_smoothing,
                                      init_loss_norm=spec.task.init_loss_norm)
     return ModelSpec(model=experiment.model, tasks=tasks, visual_dim=visual_dim,
-                     audio_dim=audio_dim, text_dim=text_dim,
-                     position_interpolation=position_interpolation)
+                     audio_dim=audio_dim, text_dim=text_dim)
 
 
 class Trainer:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uniav.config import ModelConfig, _convert
+from uniav.config import ModelConfig, parse
 from uniav.model.backbone import AudioVisualBackbone
 from uniav.model.heads import ClassificationHead, RegressionHead
 from uniav.model.losses import centre_diou_loss, sigmoid_focal_loss
@@ -41,7 +41,6 @@ class ModelSpec:
     visual_dim: int
     audio_dim: int
     text_dim: int
-    position_interpolation: str = "beyond_table"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-compatible data."""
@@ -53,7 +52,11 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
         """Inverse of :meth:`to_dict` (validated)."""
-        return _convert(cls, data, "model_spec")
+        data = dict(data)
+        if "position_interpolation" in data:  # written by older versions beside the model
+            data["model"] = {**data["model"],
+                             "position_interpolation": data.pop("position_interpolation")}
+        return parse(cls, data, "model_spec")
 
 
 @dataclass
@@ -107,7 +110,7 @@ class UniAV(nn.Module):
             scale_factor=cfg.scale_factor, kernel_size=cfg.embd_kernel_size,
             with_ln=cfg.embd_with_ln, use_abs_pe=cfg.use_abs_pe, droppath=cfg.droppath,
             dropout=cfg.dropout, task_experts=cfg.task_experts,
-            position_interpolation=spec.position_interpolation)
+            position_interpolation=cfg.position_interpolation)
         self.level_strides = self.backbone.level_strides
         if len(cfg.regression_ranges) != len(self.level_strides):
             raise ValueError(f"{len(cfg.regression_ranges)} regression ranges for "

@@ -7,7 +7,7 @@ import logging
 import subprocess
 import sys
 
-from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.config.cli import add_config_arguments, config_from_args
 
 LOGGER = logging.getLogger(__name__)
 

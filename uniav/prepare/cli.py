@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import ConfigError
 
 

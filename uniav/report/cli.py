@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniav.config_cli import add_config_arguments, config_from_args
+from uniav.config.cli import add_config_arguments, config_from_args
 
 def _tables(args: argparse.Namespace) -> int:
     from uniav.report.tables import write_tables

@@ -13,7 +13,7 @@ from snakemake.exceptions import WorkflowError
 from uniav.config import to_plain
 from uniav.prepare.download import resolve_dest, unpack_target
 from uniav.errors import UniAVError
-from uniav.pipeline.effective import coerce_types, pin_over_scale, write_effective_config
+from uniav.pipeline.effective import with_command_line, write_effective_config
 from uniav.report.figures import figure_paths, main_table_tasks, main_table_sources
 from uniav.report.tables import table_experiments, table_names
 
@@ -30,9 +30,9 @@ def normalise_config(snakemake_config):
     """In place: restore the types of nested `--config` values (Snakemake parses them as
     strings) and let command-line values win over the selected scale, as `uniav --set` does
     (see uniav.pipeline.effective)."""
-    command_line = coerce_types(dict(workflow.config_settings.overwrite_config or {}))
+    command_line = dict(workflow.config_settings.overwrite_config or {})
     try:
-        typed = pin_over_scale(coerce_types(dict(snakemake_config)), command_line)
+        typed = with_command_line(dict(snakemake_config), command_line)
     except UniAVError as exc:
         raise WorkflowError(f"invalid configuration: {exc}") from None
     snakemake_config.clear()

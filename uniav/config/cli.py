@@ -26,7 +26,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.path, args.overrides)
     experiments = ", ".join(config.experiments)
-    print(f"{args.path}: OK (benchmark={config.benchmark}, scale={config.scale}, "
+    print(f"{args.path}: OK (benchmark={config.benchmark}, protocol={config.protocol}, "
+          f"scale={config.scale}, "
           f"tasks={', '.join(config.task_names)}; experiments: {experiments})")
     if args.show:
         print(json.dumps(to_plain(config), indent=2))

