@@ -164,11 +164,9 @@ def slurm_cluster(tmp_path_factory):
     /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd); see
     tests/pipeline/slurm_cluster.py.  Skips, saying why, only when not root.
     """
-    from tests.pipeline.slurm_cluster import is_root, local_slurm_cluster
+    from tests.pipeline.slurm_cluster import NEEDS_ROOT, is_root, local_slurm_cluster
 
     if not is_root():
-        pytest.skip("the SLURM test needs root: it installs the Debian slurm/munge packages if "
-                    "missing, writes /etc/slurm/slurm.conf and starts munged, slurmctld and "
-                    "slurmd (CI runs as root)")
+        pytest.skip(NEEDS_ROOT)
     with local_slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster

@@ -13,8 +13,8 @@
    by a killed run) is overwritten;
 3. starts ``munged`` (unless one already answers), ``slurmctld`` and ``slurmd`` in the
    foreground, as child processes whose PIDs are recorded, bound to 127.0.0.1
-   (``CommunicationParameters=NoCtldInAddrAny,NoInAddrAny``) on two free ports, one node ``localhost``
-   with the machine's CPUs and memory (``slurmd -C``);
+   (``CommunicationParameters=NoCtldInAddrAny,NoInAddrAny``) on two free ports; one node,
+   ``localhost``, with the machine's CPUs and memory (``slurmd -C``);
 4. at teardown (also after a failure): cancels the jobs still known, stops the daemons by PID
    (SIGTERM, then SIGKILL), removes the configuration or restores the one it moved aside.
 
@@ -57,13 +57,17 @@ RECORD = Path("/run/uniav-test-slurm/daemons.json")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_RUN_DIR = Path("/run/munge")
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
-PROGRAMS = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol",
-            "sinfo", "scancel")
+PROGRAMS = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "srun", "squeue",
+            "scontrol", "sinfo", "scancel")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Finished jobs stay in slurmctld's memory (squeue --states=all, scontrol show job) this long.
 MIN_JOB_AGE = 900
 #: Per-CPU memory of a job that asks for none (MB).
 DEF_MEM_PER_CPU = 1000
+#: Why the SLURM tests skip for other users.
+NEEDS_ROOT = ("the SLURM test needs root: it installs the Debian slurm/munge packages if "
+              "missing, writes /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd "
+              "(CI runs as root)")
 
 
 class ClusterError(RuntimeError):

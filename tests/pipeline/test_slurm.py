@@ -22,23 +22,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import (PipelineRun, copy_workflow, mlflow_runs, table_texts,
-                                     tiny_params, tool_env)
-from tests.pipeline.slurm_cluster import SlurmCluster, clean_env
+from tests.pipeline.conftest import (PipelineRun, copy_workflow, mlflow_runs, run,
+                                     table_texts, tiny_params, tool_env)
+from tests.pipeline.slurm_cluster import NEEDS_ROOT, SlurmCluster, clean_env, is_root
 
 pytestmark = pytest.mark.slow
+#: The cluster tests.  Not root: skip before any fixture runs (the session's local run would be
+#: built for nothing).
+needs_root = pytest.mark.skipif(not is_root(), reason=NEEDS_ROOT)
 
 EXPERIMENTS = ("naive_multi", "uniav")
 #: Settings for this one-node, two-core, GPU-less cluster, on top of the SLURM profile.
 LOCAL_CLUSTER_ARGS = [
     # the thread counts of the local run (pipeline_project): training is deterministic on the
-    # CPU for a given thread count, so the tables must come out identical
+    # CPU for a given thread count, so the tables must come out identical; one CPU per job
+    # (the executor asks sbatch for --cpus-per-task = the job's threads)
     "--set-threads", "train=1", "evaluate=1", "extract_features=1",
-    # the profile asks for a GPU, 8 CPUs and 64 GB per training job: no such node here
-    "--set-resources", "train:gpu=0", "train:cpus_per_task=1", "train:mem_mb=1500",
-    "train:runtime=30", "evaluate:cpus_per_task=1", "evaluate:mem_mb=1500",
-    "evaluate:runtime=30",
-    "--default-resources", "cpus_per_task=1", "mem_mb=1000", "runtime=30",
+    # the profile asks for a GPU and 64 GB per training job, 32 GB per evaluation: no such node
+    "--set-resources", "train:gpu=0", "train:mem_mb=1500", "evaluate:mem_mb=1500",
+    "--default-resources", "mem_mb=1000", "runtime=30",
     # no slurmdbd, so no sacct: track jobs with squeue (the cluster keeps finished jobs for
     # MinJobAge = 900 s, far above 3x the first status-check delay)
     "--slurm-status-command", "squeue",
@@ -51,8 +53,8 @@ LOCAL_CLUSTER_ARGS = [
 SUBMITTED = re.compile(
     r"Job (?P<job>\d+) has been submitted with SLURM jobid (?P<slurm_id>\d+) "
     r"\(log: (?P<log>\S+)\)\.")
-#: Wall-clock limit of the SLURM run (it takes about 100 s on two busy cores).
-TIMEOUT = 600
+#: Wall-clock limit of the SLURM run (it takes about 100-120 s on two busy cores).
+TIMEOUT = 420
 
 
 @dataclass
@@ -112,15 +114,16 @@ def slurm_run(slurm_cluster: SlurmCluster, pipeline_project: PipelineRun,
     return SlurmRun(root=root, output=result.stdout, seconds=seconds, jobs=jobs)
 
 
-def _job_log(run: SlurmRun, rule: str, experiment: str) -> tuple[str, str]:
+def _job_log(slurm_run: SlurmRun, rule: str, experiment: str) -> tuple[str, str]:
     """The SLURM job id and log text of the one job of `rule` for `experiment`."""
-    found = [(slurm_id, log.read_text()) for slurm_id, (name, log) in run.jobs.items()
+    found = [(slurm_id, log.read_text()) for slurm_id, (name, log) in slurm_run.jobs.items()
              if name == rule and log.is_file()
              and re.search(rf"(?m)^\s+wildcards: experiment={experiment}$", log.read_text())]
-    assert len(found) == 1, (rule, experiment, run.jobs)
+    assert len(found) == 1, (rule, experiment, slurm_run.jobs)
     return found[0]
 
 
+@needs_root
 def test_every_training_and_evaluation_job_was_a_slurm_job(
         slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
     rules = sorted(rule for rule, _ in slurm_run.jobs.values())
@@ -146,6 +149,7 @@ def test_every_training_and_evaluation_job_was_a_slurm_job(
             assert record["JobState"] == "COMPLETED", record
             assert record["ExitCode"] == "0:0", record
             assert record["NodeList"] == "localhost", record
+            assert record["NumCPUs"] == "1", record  # = the job's threads
             assert record["Comment"] == f"rule_{rule}_wildcards_{experiment}", record
             assert record["WorkDir"] == str(slurm_run.root), record
             assert re.search(rf"(?m)^JobId={slurm_id} .*JobState=COMPLETED", jobcomp)
@@ -154,13 +158,45 @@ def test_every_training_and_evaluation_job_was_a_slurm_job(
         assert slurm_cluster.show_job(slurm_id)["JobState"] == "COMPLETED", slurm_id
 
 
+@needs_root
 def test_tables_equal_the_local_run(slurm_run: SlurmRun, pipeline_project: PipelineRun) -> None:
     assert pipeline_project.tables, "the local run wrote no tables"
     assert table_texts(slurm_run.root) == pipeline_project.tables
 
 
+@needs_root
 def test_mlflow_recorded_the_slurm_jobs(slurm_run: SlurmRun) -> None:
     runs = {run.info.run_name: run for run in mlflow_runs(slurm_run.root)}
     assert sorted(runs) == sorted(f"{name}/{kind}" for name in EXPERIMENTS
                                   for kind in ("train", "evaluate"))
     assert all(run.info.status == "FINISHED" for run in runs.values())
+
+
+def _planned(output: str, rule: str) -> list[str]:
+    """The dry-run blocks of `rule`'s jobs."""
+    blocks = re.split(r"\n(?=\[[^\]]+\]\n)", output)
+    return [block for block in blocks if re.search(rf"(?m)^rule {rule}:$", block)]
+
+
+def test_slurm_profile_requests(tmp_path: Path) -> None:
+    """What the profile asks SLURM for, as Snakemake plans it (no cluster needed).  Used as the
+    workflow profile it replaces the automatic local one; a `--profile` would be overridden by it
+    (docs/pipeline.md)."""
+    root = copy_workflow(tmp_path / "project", tiny_params)
+    (root / "profiles").symlink_to("workflow/profiles")  # as in the repository
+    dry_run = ["snakemake", "-n", "--cores", "64", "evaluate_all"]
+    planned = run([*dry_run, "--workflow-profile", "workflow/profiles/slurm"], root).stdout
+    assert "Using workflow specific profile workflow/profiles/slurm" in planned
+    trains, evaluations = _planned(planned, "train"), _planned(planned, "evaluate")
+    assert len(trains) == len(evaluations) == len(EXPERIMENTS), planned[-4000:]
+    for block in trains:
+        assert re.search(r"(?m)^Shell command: .* --threads 8 ", block), block
+        assert re.search(r"resources: .*mem_mb=64000.*runtime=720.*gpu=1", block), block
+    for block in evaluations:
+        assert re.search(r"(?m)^Shell command: .* --threads 4 ", block), block
+        assert re.search(r"resources: .*mem_mb=32000.*runtime=120", block), block
+    # the pitfall: as a --profile, the local workflow profile's keys win
+    combined = run([*dry_run, "--profile", "workflow/profiles/slurm"], root).stdout
+    assert "and workflow specific profile profiles/default" in combined
+    for block in _planned(combined, "train"):
+        assert re.search(r"(?m)^Shell command: .* --threads 1 ", block), block
