@@ -459,4 +459,6 @@ def _teardown(cluster: SlurmCluster, processes: dict[str, subprocess.Popen],
                 process.kill()
                 process.wait(timeout=15)
     RECORD.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        RECORD.parent.rmdir()
     _remove_conf()
