@@ -100,6 +100,8 @@ class PipelineRun:
     repro_seconds: float
     mtimes: dict[str, float]
     runs: list[Any] = field(default_factory=list)
+    #: results/tables/* of the first run (file name -> text), before any test changes the project
+    tables: dict[str, str] = field(default_factory=dict)
 
 
 def output_mtimes(root: Path) -> dict[str, float]:
@@ -110,6 +112,12 @@ def output_mtimes(root: Path) -> dict[str, float]:
             if path.is_file() and path.name != ".gitignore":
                 found[str(path.relative_to(root))] = path.stat().st_mtime
     return found
+
+
+def table_texts(root: Path) -> dict[str, str]:
+    """Every file under results/tables (file name -> text)."""
+    return {path.name: path.read_text() for path in sorted((root / "results" / "tables").iterdir())
+            if path.is_file()}
 
 
 def mlflow_runs(root: Path, experiment_name: str = "uniav") -> list[Any]:
@@ -144,4 +152,21 @@ def pipeline_project(tmp_path_factory) -> PipelineRun:
     seconds = time.perf_counter() - started
     print(f"\n[pipeline] first `dvc repro` of the tiny project: {seconds:.1f} s")
     return PipelineRun(root=root, env=env, repro_output=result.stdout, repro_seconds=seconds,
-                       mtimes=output_mtimes(root), runs=mlflow_runs(root))
+                       mtimes=output_mtimes(root), runs=mlflow_runs(root),
+                       tables=table_texts(root))
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster on this machine, up while the requesting module runs.
+
+    Needs root (it may apt-get install slurmctld, slurmd, slurm-client and munge, writes
+    /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd); see
+    tests/pipeline/slurm_cluster.py.  Skips, saying why, only when not root.
+    """
+    from tests.pipeline.slurm_cluster import NEEDS_ROOT, is_root, local_slurm_cluster
+
+    if not is_root():
+        pytest.skip(NEEDS_ROOT)
+    with local_slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
