@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "uniav.data.download_cli",
     "uniav.engine.cli",
     "uniav.pipeline.cli",
+    "uniav.prepare.cli",
 )
 
 

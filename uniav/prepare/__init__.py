@@ -1,0 +1,1 @@
+"""Offline preparation of data sets (e.g. a miniature replica of the paper's released files)."""
