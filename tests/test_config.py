@@ -127,6 +127,8 @@ def test_explicit_override_wins_over_the_scale(repo_root):
     ("datasets.synthetic.videos.tal.train=4", "datasets.synthetic.videos.tal.train: 4 videos leave"),
     ("datasets.synthetic.tasks.tal.subsets.validation=testing",
      "datasets.synthetic.tasks.tal.subsets.validation: the validation subset must not be the test"),
+    ("train.validation_split=test", "train.validation_split: test selects on the test split; only "
+                                    "protocol: released"),
     ("tasks.tal.crop_ratio=[0.9, 0.5]", "tasks.tal.crop_ratio: need low <= high"),
     ("model.arch=[2, 3, 4]", "model.regression_ranges: 6 ranges for 5 pyramid levels"),
     ("train.task_order=[tal, asr]", "train.task_order: unknown task 'asr'"),

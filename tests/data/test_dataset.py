@@ -12,11 +12,12 @@ import torch
 from tests.data._dataset_fixtures import (CLASSES, DIMS, ScriptedIntegers, assert_names, build,
                                           duration_for, video, write_store)
 from uniav.config import SubsetNames, load_config
-from uniav.data.dataset import (Batch, LocalizationDataset, VideoItem, collate,
-                                filter_training_instances, holdout_split, padded_length,
-                                sample_truncation)
+from uniav.data.batching import Batch, VideoItem, collate, padded_length
+from uniav.data.crops import filter_training_instances, holdout_split, sample_truncation
+from uniav.data.dataset import LocalizationDataset
 from uniav.data.features import FeatureLayout
 from uniav.errors import ConfigError, InputError
+from uniav.grid import TimeGrid
 
 NO_VALIDATION = SubsetNames(train="training", validation=None, test="testing")
 
@@ -31,8 +32,8 @@ def test_seconds_to_grid_hand_case(tmp_path):
     assert item.segments.dtype == torch.float32 and item.labels.dtype == torch.int64
     assert item.segments.tolist() == [[2.0, 8.0], [-1.0, 21.0]]
     assert item.labels.tolist() == [1, 0]
-    assert (item.duration, item.fps) == (5.75, 16.0)
-    assert (item.feat_stride, item.window_frames) == (4.0, 16.0)
+    assert item.duration == 5.75
+    assert item.grid == TimeGrid(fps=16.0, stride=4.0, window=16.0)
     assert item.crop_start == 0
     visual, audio = features["clip"]
     assert torch.equal(item.visual, torch.from_numpy(visual.T))  # (T, C) on disk -> (C, T)
@@ -51,7 +52,7 @@ def test_resized_grid_hand_case(tmp_path):
     dataset = LocalizationDataset(spec, "train", seed=0)
     item = dataset.get(0)
     assert dataset.lengths == [16]
-    assert (item.feat_stride, item.window_frames) == (10.5, 10.5)
+    assert (item.grid.stride, item.grid.window) == (10.5, 10.5)
     assert item.segments.tolist() == [[4.0, 10.0]]
     assert item.visual.shape == (2, 16) and item.audio.shape == (3, 16)
     # linear, align_corners=False: output step d samples input position (d + 0.5) * 20/16 - 0.5,
@@ -141,14 +142,6 @@ def test_holdout_fraction_out_of_range_is_a_config_error(tmp_path):
         LocalizationDataset(spec, "validation", seed=0)
 
 
-def test_validation_subset_must_not_be_the_test_subset(tmp_path):
-    videos = {"a": video("training", 8), "b": video("testing", 8)}
-    spec, _ = build(tmp_path, videos,
-                    subsets=SubsetNames(train="training", validation="testing", test="testing"))
-    with pytest.raises(ConfigError, match="subsets.validation"):
-        LocalizationDataset(spec, "validation", seed=0)
-
-
 # ---- annotations --------------------------------------------------------------------------------
 
 def test_duplicate_annotations_are_removed_and_counted(tmp_path):
@@ -156,11 +149,13 @@ def test_duplicate_annotations_are_removed_and_counted(tmp_path):
     videos = {"a": video("training", 20, anns), "b": video("training", 20, anns[:2])}
     spec, _ = build(tmp_path, videos)
     dataset = LocalizationDataset(spec, "train", seed=0)
-    assert dataset.duplicates_removed == 2
+    assert dataset.report.to_dict()["annotations_dropped"] == {"duplicate": 2}
+    assert dataset.report.to_dict()["examples"]["annotations_dropped.duplicate"] == ["a", "b"]
     assert dataset.get(0).labels.tolist() == [0, 1, 0]  # the 2nd annotation was a repeat
     assert len(dataset.get(1).labels) == 1
+    assert [len(v.labels) for v in dataset.ground_truth()] == [3, 1]
     kept = LocalizationDataset(spec, "train", seed=0, remove_duplicate_gt=False)
-    assert kept.duplicates_removed == 0 and len(kept.get(0).labels) == 4
+    assert kept.report.to_dict()["annotations_dropped"] == {} and len(kept.get(0).labels) == 4
 
 
 def test_video_without_annotations_is_allowed(tmp_path):
@@ -286,16 +281,20 @@ def test_items_do_not_share_memory_with_the_cache(tmp_path):
     assert dataset.get(0).visual.abs().sum() > 0
 
 
-def test_features_shorter_than_the_duration_warn_and_filter_instances(tmp_path, caplog):
-    # 20 steps stored, the duration implies 26: kept with a warning; grid x = 4t - 2, so the
+def test_features_shorter_than_the_duration_are_counted_and_filter_instances(tmp_path, caplog):
+    # 20 steps stored, the duration implies 26: kept and counted; grid x = 4t - 2, so the
     # features end at 20 + 2 = 22 (t = 6.0): [5.0, 6.5] = [18, 24] keeps 4/6 -> clamped to [18, 22]
     videos = {"gap": video("training", 20, [(1.0, 2.0, "Dog"), (5.0, 6.5, "Speech"),
                                             (6.2, 7.0, "Alarm")], duration=duration_for(26))}
     spec, _ = build(tmp_path, videos, max_seq_len=64, crop_ratio=(1.0, 1.0))
-    with caplog.at_level(logging.WARNING, logger="uniav.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="uniav.data.report"):
         dataset = LocalizationDataset(spec, "train", seed=0)
-    assert "gap (20 vs 26.0)" in caplog.text
-    assert len(dataset.get(0).labels) == 3  # evaluation keeps every instance
+    report = dataset.report.to_dict()
+    assert report["videos_adjusted"] == {"features_short": 1}
+    assert report["annotations_dropped"] == {"past_features": 1}
+    assert report["annotations_clamped"] == {"past_features": 1}
+    assert "1 features_short" in caplog.text and "1 past_features" in caplog.text
+    assert len(dataset.ground_truth()[0].labels) == 3  # evaluation keeps every instance
     item = dataset.get(0, np.random.default_rng(0))
     assert item.segments.tolist() == [[2.0, 6.0], [18.0, 22.0]]
     assert item.labels.tolist() == [0, 1]
@@ -332,8 +331,8 @@ def test_collate_pads_and_masks(tmp_path):
     assert [s.shape for s in batch.segments] == [(1, 2), (2, 2)]
     assert [lab.tolist() for lab in batch.labels] == [[0], [1, 2]]
     meta = batch.videos[1]
-    assert (meta.video_id, meta.length, meta.fps, meta.feat_stride, meta.window_frames) == \
-        ("b", 7, 16.0, 4.0, 16.0)
+    assert (meta.video_id, meta.length) == ("b", 7)
+    assert meta.grid == TimeGrid(fps=16.0, stride=4.0, window=16.0)
     assert meta.duration == duration_for(7)
     moved = batch.to("cpu")
     assert moved.visual.device.type == "cpu" and len(moved) == 2
@@ -344,7 +343,7 @@ def test_collate_pads_and_masks(tmp_path):
 def test_collate_refuses_mixed_dims():
     def item(channels: int) -> VideoItem:
         return VideoItem("v", torch.zeros(channels, 4), torch.zeros(3, 4), torch.zeros(0, 2),
-                         torch.zeros(0, dtype=torch.int64), 1.0, 16.0, 4.0, 16.0)
+                         torch.zeros(0, dtype=torch.int64), 1.0, TimeGrid(16.0, 4.0, 16.0))
 
     with pytest.raises(ValueError, match="dims"):
         collate([item(2), item(5)], 8)
@@ -406,7 +405,7 @@ def test_preload_false_reads_the_same_items_with_resizing(tmp_path):
     assert lazy.lengths == eager.lengths == [16]
     assert torch.equal(lazy[0].visual, eager[0].visual)
     assert torch.equal(lazy[0].segments, eager[0].segments)
-    assert lazy[0].feat_stride == eager[0].feat_stride == (29 * 8 + 16) / 16
+    assert lazy[0].grid.stride == eager[0].grid.stride == (29 * 8 + 16) / 16
 
 
 def test_id_prefix_and_suffixes_of_the_released_layout(tmp_path):

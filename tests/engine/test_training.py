@@ -34,7 +34,7 @@ def test_resume_mid_epoch_gives_identical_parameters(planted_root, tmp_path):
     assert resumed.iteration == straight.iteration == total
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-    for a, b in zip(straight.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+    for a, b in zip(straight.step.ema.module.state_dict().values(), resumed.step.ema.module.state_dict().values()):
         assert torch.equal(a, b)
     assert straight.history == resumed.history
 

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_REFERENCE
-from uniav.config import ModelConfig, parse
 from uniav.model import ModelSpec, TaskHeadConfig
-from uniav.model.released import infer_released_layout, load_released_model
+from uniav.model.released import infer_released_layout, load_released_model, released_model_spec
 
 REFERENCE_DIR = SHARED_REFERENCE / "original_small"
 TASKS = ("tal", "avel", "sed")
@@ -35,22 +34,8 @@ def meta():
 
 
 def _spec(meta) -> ModelSpec:
-    cfg = meta["config"]
-    model = parse(ModelConfig, {
-        "preset": "paper", "embd_dim": cfg["embd_dim"], "head_dim": cfg["head_dim"],
-        "n_head": cfg["n_head"], "arch": cfg["backbone_arch"], "scale_factor": cfg["scale_factor"],
-        "regression_ranges": cfg["regression_range"], "embd_kernel_size": cfg["embd_kernel_size"],
-        "head_kernel_size": cfg["head_kernel_size"], "head_num_layers": cfg["head_num_layers"],
-        "embd_with_ln": cfg["embd_with_ln"], "head_with_ln": cfg["head_with_ln"],
-        "use_abs_pe": cfg["use_abs_pe"], "droppath": meta["droppath"], "dropout": 0.0,
-        "position_interpolation": "released"}, "model")
-    tasks = {name: TaskHeadConfig(num_classes=t["num_classes"], max_seq_len=t["max_seq_len"],
-                                  class_aware=t["class_aware"],
-                                  label_smoothing=t["label_smoothing"],
-                                  init_loss_norm=t["init_loss_norm"])
-             for name, t in meta["tasks"].items()}
-    return ModelSpec(model=model, tasks=tasks, visual_dim=cfg["input_dim_V"],
-                     audio_dim=cfg["input_dim_A"], text_dim=meta["prompt_dim"])
+    return released_model_spec(meta["config"], meta["tasks"], prompt_dim=meta["prompt_dim"],
+                               droppath=meta["droppath"])
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from uniav.postprocess import (batched_nms, decode_video, grid_to_seconds, postprocess_video,
-                               seconds_to_grid)
+from uniav.grid import TimeGrid
+from uniav.postprocess import batched_nms, decode_video, postprocess_video
 
 OFF = -20.0  # sigmoid(-20) ~ 2e-9: below any pre-NMS threshold
 
@@ -115,47 +115,12 @@ def test_decode_with_nothing_above_threshold_is_empty():
     assert segments.shape == (0, 2) and scores.shape == (0,) and labels.dtype == torch.int64
 
 
-def test_grid_to_seconds_formula_and_clamping():
-    grid = torch.tensor([[10.0, 20.0], [-10.0, 1000.0]])
-    seconds = grid_to_seconds(grid, feat_stride=4, window_frames=16, fps=16, duration=100.0)
-    # (10*4 + 8)/16 = 3, (20*4 + 8)/16 = 5.5; (-40 + 8)/16 < 0 -> 0; 250.5 > 100 -> 100
-    assert seconds.tolist() == [[3.0, 5.5], [0.0, 100.0]]
-    as_numpy = grid_to_seconds(grid.numpy().astype(np.float64), feat_stride=4, window_frames=16,
-                               fps=16, duration=100.0)
-    assert isinstance(as_numpy, np.ndarray) and as_numpy.tolist() == seconds.tolist()
-
-
-@pytest.mark.parametrize("feat_stride, window_frames, fps", [
-    (16, 16, 30.0),                      # a plain grid
-    (4, 16, 16.0),                       # DESED / UnAV-100 style, window > stride
-    ((1234 - 1) * 16 / 256 + 16 / 256, (1234 - 1) * 16 / 256 + 16 / 256, 29.97),  # ANet resized
-])
-def test_grid_seconds_round_trip(feat_stride, window_frames, fps):
-    rng = np.random.default_rng(0)
-    duration = 500.0
-    low = seconds_to_grid(0.0, feat_stride=feat_stride, window_frames=window_frames, fps=fps)
-    high = seconds_to_grid(duration, feat_stride=feat_stride, window_frames=window_frames, fps=fps)
-    grid = rng.uniform(low, high, (50, 2))
-    seconds = grid_to_seconds(grid, feat_stride=feat_stride, window_frames=window_frames, fps=fps,
-                              duration=duration)
-    back = seconds_to_grid(seconds, feat_stride=feat_stride, window_frames=window_frames, fps=fps)
-    np.testing.assert_allclose(back, grid, rtol=0, atol=1e-9)
-    assert (seconds >= 0).all() and (seconds <= duration).all()
-
-
-def test_grid_conversion_rejects_bad_grid():
-    with pytest.raises(ValueError, match="fps"):
-        grid_to_seconds(np.zeros(2), feat_stride=4, window_frames=16, fps=0, duration=1.0)
-    with pytest.raises(ValueError, match="feat_stride"):
-        seconds_to_grid(np.zeros(2), feat_stride=0, window_frames=16, fps=16)
-
-
-GRID = {"feat_stride": 4, "window_frames": 16, "fps": 16.0}  # t = x / 4 + 0.5
+GRID = TimeGrid(fps=16.0, stride=4, window=16)  # t = x / 4 + 0.5
 
 
 def test_postprocess_video_hand_case():
     segments, scores, labels = postprocess_video(*two_level_outputs(), sigma=0.5, duration=1.2,
-                                                 **GRID)
+                                                 grid=GRID)
     # class 0: [1.5, 3]@0.75 picked, decays [0.5, 2.5]@0.5 by exp(-0.4^2 / 0.5) (IoU 1/2.5)
     np.testing.assert_allclose(scores.numpy(), [0.8, 0.75, 0.5 * math.exp(-0.16 / 0.5)],
                                rtol=1e-5)
@@ -166,7 +131,7 @@ def test_postprocess_video_hand_case():
 
 
 def test_postprocess_video_drops_segments_outside_the_video():
-    segments, _, _ = postprocess_video(*two_level_outputs(), duration=0.7, **GRID)
+    segments, _, _ = postprocess_video(*two_level_outputs(), duration=0.7, grid=GRID)
     # [0.75, 1.25] and [0.875, 1.25] collapse to [0.7, 0.7]; only [0.625, 0.7] remains
     np.testing.assert_allclose(segments.numpy(), [[0.625, 0.7]], atol=1e-6)
 
@@ -181,10 +146,10 @@ def test_postprocess_video_is_decode_then_nms_then_seconds(class_aware):
     masks = [torch.arange(t) < t - 2 for t in lengths]
     settings = {"pre_nms_topk": 30, "sigma": 0.4, "max_segments": 20}
     segments, scores, labels = postprocess_video(logits, offsets, masks, [1, 2, 4],
-                                                 duration=9.0, **GRID, **settings)
+                                                 duration=9.0, grid=GRID, **settings)
     decoded = decode_video(logits, offsets, masks, [1, 2, 4], pre_nms_topk=30)
     nms_segments, nms_scores, nms_labels = batched_nms(*decoded, sigma=0.4, max_segments=20)
-    expected = grid_to_seconds(nms_segments, duration=9.0, **GRID)
+    expected = GRID.to_seconds(nms_segments, 9.0)
     inside = expected[:, 1] > expected[:, 0]
     assert torch.equal(segments, expected[inside]) and torch.equal(scores, nms_scores[inside])
     assert torch.equal(labels, nms_labels[inside])

@@ -19,7 +19,8 @@ from uniav.prepare import extract as extract_module
 from uniav.data.annotations import load_annotations
 from uniav.prepare.encoders import (ColourMotionEncoder, LogMelEncoder, gather_windows,
                                  get_encoder, list_encoders)
-from uniav.prepare.extract import (extract_task, extract_video_features, num_steps, step_centres)
+from uniav.grid import TimeGrid
+from uniav.prepare.extract import extract_task, extract_video_features
 from uniav.data.features import FeatureStore, layout_of
 from uniav.prepare.media import write_media
 from uniav.prepare.synthetic import synthesize_task
@@ -31,14 +32,15 @@ HUE_RED = 48  # first hue bin (red) of colour_motion's window means: after 4x4x3
 
 
 def test_extract_grid_formula():
-    assert num_steps(160, 4, 16) == 37  # a 10 s SED clip
-    assert num_steps(720, 8, 16) == 89  # a 45 s TAL video
-    assert num_steps(16, 4, 16) == 1
-    assert num_steps(19, 4, 16) == 1
-    assert num_steps(20, 4, 16) == 2
-    assert num_steps(5, 4, 16) == 1  # shorter than a window: one padded step
-    np.testing.assert_allclose(step_centres(3, 4, 16, 16), [0.5, 0.75, 1.0])
-    np.testing.assert_allclose(step_centres(2, 8, 16, 16), [0.5, 1.0])
+    sed, tal = TimeGrid(fps=16, stride=4, window=16), TimeGrid(fps=16, stride=8, window=16)
+    assert sed.steps_of_frames(160) == 37  # a 10 s SED clip
+    assert tal.steps_of_frames(720) == 89  # a 45 s TAL video
+    assert sed.steps_of_frames(16) == 1
+    assert sed.steps_of_frames(19) == 1
+    assert sed.steps_of_frames(20) == 2
+    assert sed.steps_of_frames(5) == 1  # shorter than a window: one padded step
+    np.testing.assert_allclose(sed.step_centres(3), [0.5, 0.75, 1.0])
+    np.testing.assert_allclose(tal.step_centres(2), [0.5, 1.0])
 
 
 def _planted_video(path: Path) -> None:
@@ -58,7 +60,7 @@ def test_extract_planted_events_appear_at_the_right_steps(tmp_path):
     visual, audio, duration = extract_video_features(
         path, fps=16, feat_stride=4, window_frames=16, visual_encoder="colour_motion",
         audio_encoder="logmel")
-    steps = num_steps(128, 4, 16)
+    steps = TimeGrid(fps=16, stride=4, window=16).steps_of_frames(128)
     assert duration == pytest.approx(8.0)
     assert visual.shape == (steps, ColourMotionEncoder.dim) and audio.shape == (steps, 91)
     # step x covers frames [4x, 4x + 16): the square is seen iff that overlaps [48, 80)
@@ -70,7 +72,7 @@ def test_extract_planted_events_appear_at_the_right_steps(tmp_path):
     np.testing.assert_allclose(red, 0.25 * overlap, atol=0.02)
     # the audio window of step x is 1 s centred on (4x + 8)/16 s: the tone (6-6.5 s) is heard
     # by the steps whose window [x/4, x/4 + 1) overlaps it, and the 1 kHz mel band lights up
-    centres = step_centres(steps, 4, 16, 16)
+    centres = TimeGrid(fps=16, stride=4, window=16).step_centres(steps)
     heard = (centres - 0.5 < 6.5) & (centres + 0.5 > 6.0)
     band = LogMelEncoder()._filters.argmax(axis=1)  # mel band of every FFT bin
     tone_band = band[int(round(1000 / (16000 / 512)))]
@@ -127,7 +129,7 @@ def test_extract_store_of_the_tiny_benchmark(synth_benchmark):
         for video in list(db.videos.values())[:3]:
             visual, audio = store.read(video.video_id)
             frames = int(round(video.duration * 16))
-            assert len(visual) == len(audio) == num_steps(frames, data.feat_stride, 16)
+            assert len(visual) == len(audio) == TimeGrid.of(data).steps_of_frames(frames)
 
 
 def _calls(monkeypatch) -> list[str]:

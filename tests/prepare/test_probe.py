@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from uniav.data.annotations import VideoAnnotation
+from uniav.grid import TimeGrid
 from uniav.prepare.probe import AMBIGUOUS, format_table, plot_probe, run_probes, step_labels
 
 
@@ -14,7 +15,7 @@ def test_probe_step_labels_use_centre_times():
                             segments=np.array([[1.0, 2.0], [1.6, 3.0], [3.2, 3.4]]),
                             labels=("Dog", "Cat", "Dog"))
     # stride 4, window 16 at 16 fps: centres 0.5, 0.75, ..., 3.5 s
-    labels = step_labels(video, ["Cat", "Dog"], 13, 4, 16, 16)
+    labels = step_labels(video, ["Cat", "Dog"], 13, TimeGrid(fps=16, stride=4, window=16))
     background, cat, dog = 2, 0, 1
     # centre:  0.5 0.75 1.0 1.25 1.5 | 1.75 both | 2.0 .. 2.75 (Dog ends at 2.0) | 3.0 3.25 3.5
     expected = [background, background, dog, dog, dog, AMBIGUOUS, cat, cat, cat, cat,

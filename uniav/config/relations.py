@@ -98,11 +98,10 @@ def _check_data(config: Config) -> None:
         data = config.dataset_tasks()[name]
         path = f"datasets.{bench}.tasks.{name}"
         subsets = data.subsets
-        if subsets.validation is not None and subsets.validation == subsets.test \
-                and config.protocol != "released":
+        if subsets.validation is not None and subsets.validation == subsets.test:
             raise ConfigError(f"{path}.subsets.validation: the validation subset must not be "
-                              f"the test subset {subsets.test!r} (only protocol: released "
-                              f"selects on the test subset, as the released code does)")
+                              f"the test subset {subsets.test!r} (train.validation_split: test "
+                              f"is how the released protocol validates on the test split)")
         if subsets.train == subsets.test:
             raise ConfigError(f"{path}.subsets.train: the training subset must not be the test "
                               f"subset {subsets.test!r}")
@@ -162,6 +161,9 @@ def _check_training(config: Config) -> None:
     if train.val_every_epochs > total:
         raise ConfigError(f"train.val_every_epochs: {train.val_every_epochs} is more than the "
                           f"{total} epochs of the schedule (epochs + warmup_epochs)")
+    if train.validation_split == "test" and config.protocol != "released":
+        raise ConfigError("train.validation_split: test selects on the test split; only "
+                          "protocol: released does that (as the released code does)")
     if train.exported_weights == "best_validation" and config.protocol == "released":
         raise ConfigError("train.exported_weights: protocol: released exports the last epoch's "
                           "weights (best_validation would select on the test subset)")

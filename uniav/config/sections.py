@@ -57,8 +57,8 @@ class SubsetNames:
     """Names of the annotation ``subset`` values used for training, model selection and test.
 
     ``validation: null`` means the dataset has no separate validation subset: a seeded
-    ``holdout_fraction`` of the training videos is held out instead.  Only ``protocol: released``
-    may name the test subset here (the released code selects on it).
+    ``holdout_fraction`` of the training videos is held out instead.  (Which split validation
+    reads is a protocol choice: ``train.validation_split``.)
     """
 
     train: NonEmpty
@@ -88,7 +88,10 @@ class DatasetTaskConfig:
     #: drop training instances past the end of the features (the released code does it for
     #: ActivityNet only)
     filter_past_features: bool = True
+    #: read (and validate) every video's features when a dataset is opened
     preload_features: bool = True
+    #: bound of each dataset's feature cache: a process's memory does not grow with the data
+    feature_cache_mb: NonNegativeInt = 1024
 
 
 @section
@@ -295,6 +298,9 @@ class TrainConfig:
     ema_warmup: bool = True
     plateau_gate: PlateauGateConfig = field(default_factory=PlateauGateConfig)
     val_every_epochs: PositiveInt = 1
+    #: the split validation reads: the dataset's validation split (its own subset or a
+    #: hold-out), or its test split (what the released code does; protocol: released only)
+    validation_split: Literal["validation", "test"] = "validation"
     #: which EMA weights are exported: the best validation epoch's, or the last epoch's (released)
     exported_weights: Literal["best_validation", "last_epoch"] = "best_validation"
     #: order of the task steps in an iteration; null: the experiment's order

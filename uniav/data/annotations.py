@@ -13,9 +13,11 @@ numbering of the annotations; the sorted set of labels.  It does not depend on t
 every split of a dataset sees the same class indices.
 
 Validation (each failure is an :class:`~uniav.errors.InputError` naming file, video and field):
-missing keys, non-numeric or NaN segment bounds, reversed or zero-length segments, segments
-outside ``[0, duration]`` beyond ``range_tolerance`` seconds (within it they are clamped),
-labels not in the class list, inconsistent ``label_id``.
+missing keys, non-numeric or NaN segment bounds, reversed segments, zero-length segments (unless
+``zero_length="keep"``: real ActivityNet has some), segments outside ``[0, duration]`` beyond
+``range_tolerance`` seconds (within it they are clamped, or kept as they are with
+``past_duration="keep"``; ``VideoAnnotation.clamped`` counts them), labels not in the class
+list, inconsistent ``label_id``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class VideoAnnotation:
         fps: frame rate recorded in the file, if any.
         segments: (N, 2) float64 array of [start, end] in seconds.
         labels: N class names.
+        past_duration: how many segments stuck out of ``[0, duration]`` (within the
+            tolerance) and were clamped (or kept, see :func:`load_annotations`).
     """
 
     video_id: str
@@ -54,6 +58,8 @@ class VideoAnnotation:
     fps: float | None
     segments: np.ndarray
     labels: tuple[str, ...]
+    #: annotations outside [0, duration] (within the tolerance) that were clamped or kept
+    past_duration: int = 0
 
     def label_ids(self, classes: list[str]) -> np.ndarray:
         """Class indices of the labels, shape (N,), int64."""
@@ -88,14 +94,18 @@ class AnnotationDB:
 
 
 def load_annotations(path: str | Path, *, classes: list[str] | None = None,
-                     range_tolerance: float = 1.0) -> AnnotationDB:
+                     range_tolerance: float = 1.0, zero_length: str = "error",
+                     past_duration: str = "clamp") -> AnnotationDB:
     """Read and validate an ActivityNet-style annotation JSON.
 
     Args:
         path: the JSON file.
         classes: the class list to use; by default it comes from the file (see module docs).
         range_tolerance: seconds a segment may stick out of ``[0, duration]`` before it is an
-            error; within the tolerance it is clamped.
+            error.
+        zero_length: ``error`` or ``keep`` zero-length segments.
+        past_duration: ``clamp`` segments sticking out of ``[0, duration]`` (within the
+            tolerance) into it, or ``keep`` them as they are.
 
     Returns:
         The :class:`AnnotationDB`.
@@ -112,7 +122,8 @@ def load_annotations(path: str | Path, *, classes: list[str] | None = None,
     class_set = set(classes)
     videos = {}
     for video_id, entry in database.items():
-        videos[video_id] = _parse_video(path, video_id, entry, class_set, range_tolerance)
+        videos[video_id] = _parse_video(path, video_id, entry, class_set, range_tolerance,
+                                        zero_length, past_duration)
     return AnnotationDB(path=path, classes=list(classes), videos=videos)
 
 
@@ -176,7 +187,8 @@ def _number(value: Any, *, path: Path, video: str, field_name: str) -> float:
 
 
 def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
-                 range_tolerance: float) -> VideoAnnotation:
+                 range_tolerance: float, zero_length: str = "error",
+                 past_duration: str = "clamp") -> VideoAnnotation:
     if not isinstance(entry, dict):
         raise InputError("expected an object", file=path, video=video_id)
     for key in ("subset", "duration"):
@@ -198,6 +210,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
         raise InputError("expected a list", file=path, video=video_id, field="annotations")
     segments = np.zeros((len(annotations), 2), dtype=np.float64)
     labels = []
+    outside = 0
     for i, ann in enumerate(annotations):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict):
@@ -215,17 +228,22 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
         if end < start:
             raise InputError(f"reversed segment [{start}, {end}]", file=path, video=video_id,
                              field=f"{where}.segment")
-        if end - start < MIN_SEGMENT_LENGTH:
-            raise InputError(f"zero-length segment [{start}, {end}]", file=path, video=video_id,
-                             field=f"{where}.segment")
+        degenerate = end - start < MIN_SEGMENT_LENGTH
+        if degenerate and zero_length != "keep":
+            raise InputError(f"zero-length segment [{start}, {end}] (data.zero_length_segments: "
+                             f"error; the released protocol accepts them)", file=path,
+                             video=video_id, field=f"{where}.segment")
         clamped_start, clamped_end = max(start, 0.0), min(end, duration)
         # the clamped check also catches segments wholly before 0 (e.g. [-0.5, -0.2]) that the
         # tolerance would otherwise "clamp" into reversed ones
-        if (start < -range_tolerance or end > duration + range_tolerance or start >= duration
-                or clamped_end - clamped_start < MIN_SEGMENT_LENGTH):
+        if (start < -range_tolerance or end > duration + range_tolerance or start > duration
+                or (start == duration and not degenerate)
+                or (not degenerate and clamped_end - clamped_start < MIN_SEGMENT_LENGTH)):
             raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
                              file=path, video=video_id, field=f"{where}.segment")
-        segments[i] = (clamped_start, clamped_end)
+        if (clamped_start, clamped_end) != (start, end):
+            outside += 1
+        segments[i] = (start, end) if past_duration == "keep" else (clamped_start, clamped_end)
         label = ann["label"]
         if not isinstance(label, str):
             raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,
@@ -235,7 +253,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
                              video=video_id, field=f"{where}.label")
         labels.append(label)
     return VideoAnnotation(video_id=video_id, subset=subset, duration=duration, fps=fps,
-                           segments=segments, labels=tuple(labels))
+                           segments=segments, labels=tuple(labels), past_duration=outside)
 
 
 def duplicate_mask(segments: np.ndarray, labels: Iterable[Any], tol: float = 1e-3) -> np.ndarray:

@@ -1,74 +1,67 @@
-"""The one dataset class of every task and benchmark, and batching (DESIGN sections 4 and 6.9).
+"""The one dataset class of every task and benchmark.
 
 :class:`LocalizationDataset` is driven by a task spec (``config.task_spec(name)``): the annotation
 file, the feature store and the time grid come from ``spec.data``, the training-time sampling
-(``trunc_thresh``, ``crop_ratio``) from ``spec.task``.  There are no per-dataset subclasses.
+(``trunc_thresh``, ``crop_ratio``) from ``spec.task``, and what happens to real-data quirks from
+the data policy (``config.data``).  There are no per-dataset subclasses.
 
 Splits
     ``train``, ``validation`` and ``test`` map to the annotation ``subset`` names of
     ``spec.data.subsets``.  When ``subsets.validation`` is ``null`` the validation split is a
-    seeded hold-out of the training subset (:func:`holdout_split`) and the train split excludes
-    exactly those videos.  The test subset is never used for validation.
+    seeded hold-out of the training subset (:func:`~uniav.data.crops.holdout_split`) and the
+    train split excludes exactly those videos.
 
 Checks at construction (all :class:`~uniav.errors.InputError` naming file, video and field)
-    every video of the split has features (one error listing every missing id); the shapes of
-    all feature matrices, read from the ``.npy`` headers / HDF5 dataset shapes without loading the
-    data: rank 2, one ``(visual_dim, audio_dim)`` for the whole split (and ``expected_dims``),
-    ``T > 0``, audio/visual lengths within the store's tolerance, and ``T`` against the duration
-    (:func:`expected_steps`; a warning beyond :data:`LENGTH_WARN_STEPS` steps, an error beyond
-    :func:`length_limit` steps).  With ``preload=True`` every matrix is then read and fully
-    validated (NaN/Inf, dtype) by :class:`~uniav.data.features.FeatureStore`; otherwise that
-    happens when an item is read.
+    every video of the split has features (one error listing every missing id, unless the policy
+    skips them); the shapes of all feature matrices, read from the ``.npy`` headers / HDF5 shapes
+    without loading the data: rank 2, one ``(visual_dim, audio_dim)`` for the whole split (and
+    ``expected_dims``), ``T > 0``, audio/visual lengths within the store's tolerance (or cut, by
+    policy), and ``T`` against the duration (:meth:`~uniav.grid.TimeGrid.expected_steps`: an
+    error beyond :func:`length_limit` steps, or a count, by policy).  Feature values (NaN/Inf,
+    dtype) are checked when a video is read - all at construction with ``preload``.  Every quirk
+    accepted is counted in :attr:`LocalizationDataset.report` (:mod:`uniav.data.report`).
 
-Time grid
-    Feature step ``x`` covers frames ``[x·stride, x·stride + window)``; seconds ``t`` map to
-    ``x = (t·fps − 0.5·window) / stride``.  When ``spec.data.resize_length`` is set (ActivityNet)
-    both modalities are linearly interpolated to that many steps and the effective
-    ``stride = window = ((T − 1)·stride + window) / L`` (floats), so the formula still holds.
+Memory
+    Features are read per item and kept in a bounded LRU cache (``cache_bytes``), so a process's
+    memory does not grow with the dataset; ``preload`` reads (and validates) every video at
+    construction, which only keeps them all when they fit in the cache.
 
 Training-time sampling (``get(i, rng)``), as in the released implementation
-    1. instances starting at or after the end of the features (``T + offset``, with
-       ``offset = 0.5·window / stride``) are dropped, those with at least ``trunc_thresh`` of their
-       length before that end are kept and clamped to it;
-    2. a random crop: if ``T <= max_seq_len`` a length drawn uniformly from
-       ``[round(crop_ratio[0]·T), round(crop_ratio[1]·T)]`` (no crop when it equals ``T``), else
-       ``max_seq_len``; its start is drawn uniformly; instances whose intersection with the window
-       extended by ``offset`` on both sides covers at least ``trunc_thresh`` of their length are
-       kept, clipped to that extended window and shifted.  Up to :data:`MAX_CROP_TRIALS` starts
-       are tried until one keeps an instance.  **If none does** (or the video has no instances
-       left), the last window is returned *without instances* - the loss handles videos with zero
-       positives - rather than biasing the crop or failing.
+    1. (``spec.data.filter_past_features``) instances starting at or after the end of the
+       features are dropped, those with at least ``trunc_thresh`` of their length before it are
+       kept and clamped to it (:func:`~uniav.data.crops.filter_training_instances`);
+    2. a random crop (:func:`~uniav.data.crops.sample_truncation`).
     Every random draw comes from the ``rng`` argument, so an item is a pure function of
     ``(index, rng state)``; this is what makes a resumed training run identical.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from uniav.config import TaskSpec
-from uniav.data.annotations import VideoAnnotation, duplicate_mask, load_annotations
-from uniav.data.features import MODALITIES, FeatureStore, layout_of
+from uniav.config import DataPolicy, TaskSpec
+from uniav.data.annotations import (MIN_SEGMENT_LENGTH, VideoAnnotation, duplicate_mask,
+                                    load_annotations)
+from uniav.data.batching import VideoItem, task_inputs
+from uniav.data.crops import filter_training_instances, holdout_split, sample_truncation
+from uniav.data.features import (MODALITIES, FeatureStore, MatrixInfo, layout_of, matrix_infos,
+                                 store_sample)
+from uniav.data.report import DataReport
 from uniav.errors import ConfigError, InputError
+from uniav.grid import TimeGrid
 
 LOGGER = logging.getLogger(__name__)
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-#: Random crop starts tried until one keeps an instance (as the released ``truncate_feats``).
-MAX_CROP_TRIALS = 200
-#: ``|T - expected T|`` above this many steps is logged as a warning.
+#: ``|T - expected T|`` above this many steps is counted (features short / long).
 LENGTH_WARN_STEPS = 3
 #: Relative part of the hard limit on ``|T - expected T|`` (see :func:`length_limit`).
 LENGTH_LIMIT_FRACTION = 0.25
@@ -76,196 +69,8 @@ LENGTH_LIMIT_FRACTION = 0.25
 LENGTH_LIMIT_STEPS = 4
 #: Missing ids quoted in the missing-features error (the rest are counted).
 MISSING_IDS_SHOWN = 5
-#: Preloading more than this many bytes logs a hint to use ``preload=False``.
-PRELOAD_WARN_BYTES = 8 * 2**30
-
-
-# --------------------------------------------------------------------------------------------
-# Items and batches
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class VideoItem:
-    """One video (or, in training, one random crop of it) on the feature grid.
-
-    Attributes:
-        video_id: the video id of the annotation file.
-        visual: (C_visual, T) float32 features.
-        audio: (C_audio, T) float32 features.
-        segments: (N, 2) float32 instances ``[start, end]`` in grid units of this item (a crop's
-            instances are shifted by ``crop_start``).
-        labels: (N,) int64 class indices into the dataset's ``classes``.
-        duration: video length in seconds.
-        fps: frame rate of the feature grid.
-        feat_stride: frames between consecutive steps (effective value after resizing).
-        window_frames: frames covered by one step (effective value after resizing).
-        crop_start: the step of the whole video where this item starts (0 without a crop).
-    """
-
-    video_id: str
-    visual: torch.Tensor
-    audio: torch.Tensor
-    segments: torch.Tensor
-    labels: torch.Tensor
-    duration: float
-    fps: float
-    feat_stride: float
-    window_frames: float
-    crop_start: int = 0
-
-    @property
-    def length(self) -> int:
-        """Number of feature steps T."""
-        return int(self.visual.shape[-1])
-
-
-@dataclass(frozen=True)
-class VideoMeta:
-    """What post-processing needs of one video of a batch (grid -> seconds, clamping)."""
-
-    video_id: str
-    duration: float
-    fps: float
-    feat_stride: float
-    window_frames: float
-    length: int
-
-
-@dataclass
-class Batch:
-    """Padded model inputs of several videos.
-
-    Attributes:
-        visual: (B, C_visual, T) float32, zero beyond each video's length.
-        audio: (B, C_audio, T) float32, zero beyond each video's length.
-        mask: (B, T) bool, True on valid steps.
-        segments: per video an (N_i, 2) float32 tensor in grid units.
-        labels: per video an (N_i,) int64 tensor.
-        videos: per video its :class:`VideoMeta`.
-    """
-
-    visual: torch.Tensor
-    audio: torch.Tensor
-    mask: torch.Tensor
-    segments: list[torch.Tensor]
-    labels: list[torch.Tensor]
-    videos: list[VideoMeta]
-
-    def __len__(self) -> int:
-        return int(self.visual.shape[0])
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """A copy of the batch with every tensor on ``device``.
-
-        Args:
-            device: the target device.
-            non_blocking: passed to ``Tensor.to``.
-
-        Returns:
-            A new :class:`Batch` (``videos`` is shared).
-        """
-        def move(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.to(device, non_blocking=non_blocking)
-
-        return Batch(visual=move(self.visual), audio=move(self.audio), mask=move(self.mask),
-                     segments=[move(s) for s in self.segments],
-                     labels=[move(lab) for lab in self.labels], videos=list(self.videos))
-
-
-def padded_length(lengths: Sequence[int], *, max_seq_len: int, max_stride: int,
-                  training: bool) -> int:
-    """The padded length T of a batch.
-
-    Args:
-        lengths: the items' lengths.
-        max_seq_len: the task's training length.
-        max_stride: the largest pyramid stride (the padded length must be a multiple of it).
-        training: training batches always have ``max_seq_len`` steps.
-
-    Returns:
-        ``max_seq_len`` in training; at inference the larger of ``max_seq_len`` and the longest
-        item rounded up to a multiple of ``max_stride``.
-
-    Raises:
-        ValueError: no lengths, or (training) an item longer than ``max_seq_len``.
-    """
-    if not lengths:
-        raise ValueError("padded_length: no items")
-    longest = max(int(n) for n in lengths)
-    if training:
-        if longest > max_seq_len:
-            raise ValueError(f"a training item has {longest} steps > max_seq_len {max_seq_len} "
-                             f"(training items must be cropped first)")
-        return max_seq_len
-    rounded = -(-longest // max_stride) * max_stride  # ceil to a multiple of max_stride
-    return max(max_seq_len, rounded)
-
-
-def collate(items: Sequence[VideoItem], length: int) -> Batch:
-    """Pad items to ``length`` steps and stack them.
-
-    Args:
-        items: the videos (same channel counts).
-        length: the padded length (see :func:`padded_length`).
-
-    Returns:
-        The :class:`Batch`; padding is zero and masked out.
-
-    Raises:
-        ValueError: no items, an item longer than ``length``, or mismatched channel counts.
-    """
-    if not items:
-        raise ValueError("collate: no items")
-    visual_dim, audio_dim = items[0].visual.shape[0], items[0].audio.shape[0]
-    visual = torch.zeros((len(items), visual_dim, length), dtype=torch.float32)
-    audio = torch.zeros((len(items), audio_dim, length), dtype=torch.float32)
-    mask = torch.zeros((len(items), length), dtype=torch.bool)
-    videos = []
-    for row, item in enumerate(items):
-        steps = item.length
-        if item.visual.shape[0] != visual_dim or item.audio.shape[0] != audio_dim:
-            raise ValueError(f"collate: video {item.video_id!r} has dims "
-                             f"({item.visual.shape[0]}, {item.audio.shape[0]}), the batch has "
-                             f"({visual_dim}, {audio_dim})")
-        if item.audio.shape[-1] != steps:
-            raise ValueError(f"collate: video {item.video_id!r}: audio has {item.audio.shape[-1]} "
-                             f"steps, visual {steps}")
-        if steps > length:
-            raise ValueError(f"collate: video {item.video_id!r} has {steps} steps > padded "
-                             f"length {length}")
-        visual[row, :, :steps] = item.visual
-        audio[row, :, :steps] = item.audio
-        mask[row, :steps] = True
-        videos.append(VideoMeta(video_id=item.video_id, duration=item.duration, fps=item.fps,
-                                feat_stride=item.feat_stride, window_frames=item.window_frames,
-                                length=steps))
-    return Batch(visual=visual, audio=audio, mask=mask,
-                 segments=[item.segments for item in items],
-                 labels=[item.labels for item in items], videos=videos)
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers (time grid, hold-out, training-time sampling)
-# --------------------------------------------------------------------------------------------
-
-def seconds_to_grid(seconds: np.ndarray, *, fps: float, feat_stride: float,
-                    window_frames: float) -> np.ndarray:
-    """Seconds to feature-grid units: ``x = (t·fps − 0.5·window) / stride``.
-
-    Args:
-        seconds: any shape, in seconds.
-        fps, feat_stride, window_frames: the (effective) grid.
-
-    Returns:
-        float64 array of the same shape.
-    """
-    return (np.asarray(seconds, dtype=np.float64) * fps - 0.5 * window_frames) / feat_stride
-
-
-def expected_steps(duration: float, *, fps: float, feat_stride: int, window_frames: int) -> float:
-    """Feature steps a video of ``duration`` seconds should have: ``(duration·fps − window) /
-    stride + 1``, at least 1 (the extractor pads a video shorter than one window)."""
-    return max(1.0, (duration * fps - window_frames) / feat_stride + 1.0)
+#: Default bound of the feature cache of one dataset (bytes).
+DEFAULT_CACHE_BYTES = 1 << 30
 
 
 def length_limit(expected: float) -> float:
@@ -276,243 +81,20 @@ def length_limit(expected: float) -> float:
     return LENGTH_LIMIT_FRACTION * expected + LENGTH_LIMIT_STEPS
 
 
-def resized_grid(num_steps: int, *, feat_stride: int, window_frames: int,
-                 resize_length: int) -> float:
-    """Effective stride (= effective window) after resizing ``num_steps`` steps to
-    ``resize_length``: ``((T − 1)·stride + window) / L`` frames."""
-    return ((num_steps - 1) * feat_stride + window_frames) / resize_length
-
-
-def holdout_split(video_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """The videos held out of a training subset for validation.
-
-    The videos are ranked by ``sha256(f"{seed}:{video_id}")`` and the first
-    ``n = max(1, round_half_up(fraction · N))`` (at most ``N − 1``) are held out.  The choice
-    depends only on the seed and the ids - not on their order in the file - and a video's rank
-    does not depend on the other videos, so adding videos to the file moves few others.
-
-    Args:
-        video_ids: the training subset's ids (N >= 2).
-        fraction: share to hold out, in (0, 1).
-        seed: the run seed.
-
-    Returns:
-        The held-out ids.
-
-    Raises:
-        ValueError: fewer than 2 videos or ``fraction`` outside (0, 1).
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
-    unique_ids = sorted(set(video_ids))
-    if len(unique_ids) < 2:
-        raise ValueError(f"cannot hold out validation videos from {len(unique_ids)} video(s)")
-    count = min(len(unique_ids) - 1, max(1, math.floor(fraction * len(unique_ids) + 0.5)))
-
-    def rank(video_id: str) -> tuple[bytes, str]:
-        return hashlib.sha256(f"{seed}:{video_id}".encode()).digest(), video_id
-
-    return set(sorted(unique_ids, key=rank)[:count])
-
-
-def filter_training_instances(segments: np.ndarray, labels: np.ndarray, num_steps: int,
-                              offset: float, trunc_thresh: float
-                              ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop instances beyond the features (released ``anet.py`` training filter).
-
-    The features end at ``end = num_steps + offset``.  An instance starting at or after ``end``
-    is dropped; one with at least ``trunc_thresh`` of its length before ``end`` is kept with its
-    end clamped to ``end``; the others are dropped.
-
-    Args:
-        segments: (N, 2) grid units.
-        labels: (N,).
-        num_steps: feature length T.
-        offset: ``0.5·window / stride``.
-        trunc_thresh: the task's threshold.
-
-    Returns:
-        ``(segments, labels)`` of the kept instances.
-    """
-    end = num_steps + offset
-    lengths = segments[:, 1] - segments[:, 0]
-    inside = np.minimum(segments[:, 1], end) - segments[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keep = (segments[:, 0] < end) & (inside / lengths >= trunc_thresh)
-    kept = segments[keep].copy()
-    kept[:, 1] = np.minimum(kept[:, 1], end)
-    return kept, labels[keep]
-
-
-class IntegerSource(Protocol):
-    """What the sampling needs of a random generator (``np.random.Generator`` has it)."""
-
-    def integers(self, low: int, high: int, *, endpoint: bool) -> int: ...
-
-
-@dataclass(frozen=True)
-class Truncation:
-    """A training crop: steps ``[start, start + length)`` and the instances it keeps (shifted)."""
-
-    start: int
-    length: int
-    segments: np.ndarray
-    labels: np.ndarray
-
-
-def sample_truncation(num_steps: int, segments: np.ndarray, labels: np.ndarray,
-                      rng: IntegerSource, *, max_seq_len: int, crop_ratio: tuple[float, float],
-                      trunc_thresh: float, offset: float,
-                      max_trials: int = MAX_CROP_TRIALS) -> Truncation:
-    """Random crop / truncation of one training video (the released ``truncate_feats``).
-
-    Draws, in this order: the crop length (only when ``num_steps <= max_seq_len``:
-    ``rng.integers(max(round(r0·T), 1), min(round(r1·T), T), endpoint=True)`` with Python's
-    ``round`` as in the released code; no crop when it equals ``T``), then per trial the start
-    ``rng.integers(0, T − length, endpoint=True)``.  An instance is kept when its intersection
-    with ``[start − offset, start + length + offset]`` covers at least ``trunc_thresh`` of it;
-    kept instances are clipped to that extended window and shifted by ``−start``.  Trials stop at
-    the first window that keeps an instance; after ``max_trials`` failures the last window is
-    returned without instances.  A video without instances gets one window.
-
-    Args:
-        num_steps: feature length T.
-        segments: (N, 2) grid units.
-        labels: (N,).
-        rng: the only source of randomness.
-        max_seq_len: the task's training length.
-        crop_ratio: ``(r0, r1)`` of the random crop of short videos.
-        trunc_thresh: share of an instance that must stay inside.
-        offset: ``0.5·window / stride`` (grid units).
-        max_trials: windows tried.
-
-    Returns:
-        The :class:`Truncation`.
-    """
-    if num_steps <= max_seq_len:
-        low = max(round(crop_ratio[0] * num_steps), 1)
-        high = min(round(crop_ratio[1] * num_steps), num_steps)
-        crop_length = int(rng.integers(low, high, endpoint=True))
-        if crop_length == num_steps:
-            return Truncation(0, num_steps, segments.copy(), labels.copy())
-    else:
-        crop_length = max_seq_len
-    lengths = segments[:, 1] - segments[:, 0]
-    trials = max(1, max_trials) if len(segments) else 1
-    for _ in range(trials):
-        start = int(rng.integers(0, num_steps - crop_length, endpoint=True))
-        left = np.maximum(start - offset, segments[:, 0])
-        right = np.minimum(start + crop_length + offset, segments[:, 1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            keep = np.clip(right - left, 0.0, None) / lengths >= trunc_thresh
-        if keep.any():
-            break
-    kept = np.stack([left[keep], right[keep]], axis=1) - start  # (N_kept, 2)
-    if len(segments) and not keep.any():
-        LOGGER.debug("no crop of %d tried kept an instance; returning one without", trials)
-    return Truncation(start, crop_length, kept, labels[keep])
-
-
-# --------------------------------------------------------------------------------------------
-# Feature shapes without loading the data
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _MatrixInfo:
-    """Shape and dtype of one stored feature matrix (read from its header)."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    file: Path
-
-
-def _npy_info(file: Path, video_id: str, modality: str) -> _MatrixInfo:
-    """Shape and dtype from a ``.npy`` header; checks the data is all there (no reading)."""
-    try:
-        with open(file, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-            data_start = handle.tell()
-    except FileNotFoundError:
-        raise InputError("feature file missing", file=file, video=video_id,
-                         field=modality) from None
-    except (ValueError, EOFError, OSError) as exc:
-        raise InputError(f"unreadable .npy ({exc or 'file is empty'})", file=file,
-                         video=video_id, field=modality) from None
-    if dtype.hasobject:
-        raise InputError("holds Python objects (a pickled array); refused - features must be "
-                         "numeric", file=file, video=video_id, field=modality)
-    needed = data_start + math.prod(shape) * dtype.itemsize
-    size = file.stat().st_size
-    if size < needed:
-        raise InputError(f"truncated .npy: the header promises {needed} bytes, the file has "
-                         f"{size} (file not fully written?)", file=file, video=video_id,
-                         field=modality)
-    return _MatrixInfo(tuple(int(n) for n in shape), dtype, file)
-
-
-def _matrix_infos(store: FeatureStore, video_ids: Sequence[str]
-                  ) -> dict[str, tuple[_MatrixInfo, _MatrixInfo]]:
-    """(visual, audio) header info of every video, from ``.npy`` headers or HDF5 shapes."""
-    infos: dict[str, tuple[_MatrixInfo, _MatrixInfo]] = {}
-    if store.layout.format == "npy":
-        for video_id in video_ids:
-            infos[video_id] = tuple(_npy_info(store.file_of(video_id, m), video_id, m)
-                                    for m in MODALITIES)  # type: ignore[assignment]
-        return infos
-    import h5py
-
-    try:
-        with h5py.File(store.path, "r") as handle:
-            for video_id in video_ids:
-                pair = []
-                for modality in MODALITIES:
-                    # same key layout as FeatureStore: /<id_prefix><video>/<modality>
-                    node = handle.get(f"{store.layout.id_prefix}{video_id}/{modality}")
-                    if not isinstance(node, h5py.Dataset):
-                        raise InputError("no such dataset in the HDF5 file", file=store.path,
-                                         video=video_id, field=modality)
-                    pair.append(_MatrixInfo(tuple(int(n) for n in node.shape), node.dtype,
-                                            store.path))
-                infos[video_id] = (pair[0], pair[1])
-    except OSError as exc:
-        raise InputError(f"cannot read HDF5 file ({exc})", file=store.path) from None
-    return infos
-
-
-def _store_sample(store: FeatureStore, count: int = 3) -> str:
-    """A few entry names of a store (file names or HDF5 groups), for error messages."""
-    if store.layout.format == "npy":
-        names = sorted(p.name for p in store.path.iterdir() if p.suffix == ".npy")
-    else:
-        import h5py
-
-        with h5py.File(store.path, "r") as handle:
-            names = sorted(handle.keys())
-    return ", ".join(repr(n) for n in names[:count]) or "nothing"
-
-
-# --------------------------------------------------------------------------------------------
-# The dataset
-# --------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class _VideoRecord:
     """One video of the split, ready for :meth:`LocalizationDataset.get`."""
 
-    video_id: str
-    duration: float
-    stored_steps: int       # T on disk (after A/V truncation), before any resizing
-    num_steps: int          # T the model sees (resize_length when resizing)
-    feat_stride: float      # effective
-    window_frames: float    # effective
-    segments: np.ndarray    # (N, 2) float64, grid units of the whole video
-    labels: np.ndarray      # (N,) int64
+    annotation: VideoAnnotation  # the ground truth as evaluated (after the data policy)
+    stored_steps: int            # T on disk (after A/V truncation), before any resizing
+    num_steps: int               # T the model sees (resize_length when resizing)
+    grid: TimeGrid               # effective
+    segments: np.ndarray         # (N, 2) float64 training instances, grid units of the video
+    labels: np.ndarray           # (N,) int64
+
+    @property
+    def video_id(self) -> str:
+        return self.annotation.video_id
 
 
 class LocalizationDataset:
@@ -523,65 +105,64 @@ class LocalizationDataset:
         split: ``"train"``, ``"validation"`` or ``"test"``.
         seed: the run seed; only the validation hold-out depends on it (training-time sampling
             uses the ``rng`` passed to :meth:`get`).
+        policy: what to do with real-data quirks (``config.data``).
         remove_duplicate_gt: drop annotations repeating an earlier one (same label, bounds within
-            1e-3 s); the count is kept in ``duplicates_removed``.
+            1e-3 s); counted in the report.
         expected_dims: ``(visual_dim, audio_dim)`` the caller needs (e.g. another task's dims in
             multi-task training); by default the store's metadata, else the split's own dims.
-        preload: read, validate and keep every video's features in memory now (right for the
-            synthetic benchmark, DESED and UnAV-100); otherwise each item is read from the store.
+        preload: read and validate every video's features now.
+        cache_bytes: bound of the feature cache (``None``: unbounded).
 
     Attributes:
         spec, split: as given.
         classes: class names of the annotation file (the same for every split).
-        video_ids: ids of the split's videos, in file order.
+        video_ids: ids of the split's videos (without skipped ones), in file order.
         dims: ``(visual_dim, audio_dim)``.
         lengths: per video the number of steps the model sees (before any crop).
-        duplicates_removed: annotations dropped as duplicates.
+        report: the :class:`~uniav.data.report.DataReport` of the split.
         store: the :class:`~uniav.data.features.FeatureStore`.
 
     Raises:
-        InputError: bad annotations, an empty split, missing features (all listed at once), bad
-            feature shapes or values, a length inconsistent with the duration.
-        ConfigError: a hold-out fraction outside (0, 1), or a validation subset equal to the test
-            subset.
+        InputError: bad annotations, an empty split, missing features, bad feature shapes or
+            values, a length inconsistent with the duration (as the policy says).
+        ConfigError: a hold-out fraction outside (0, 1).
     """
 
     def __init__(self, spec: TaskSpec, split: Split, *, seed: int,
-                 remove_duplicate_gt: bool = True, expected_dims: tuple[int, int] | None = None,
-                 preload: bool = True):
+                 policy: DataPolicy = DataPolicy(), remove_duplicate_gt: bool = True,
+                 expected_dims: tuple[int, int] | None = None, preload: bool = True,
+                 cache_bytes: int | None = DEFAULT_CACHE_BYTES):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.spec = spec
-        self.split = split
-        self.seed = seed
+        self.spec, self.split, self.seed, self.policy = spec, split, seed, policy
         data = spec.data
-        database = load_annotations(data.annotations)
+        database = load_annotations(
+            data.annotations, range_tolerance=policy.segment_tolerance,
+            zero_length="error" if policy.zero_length_segments == "error" else "keep",
+            past_duration=policy.segments_past_duration)
         self.annotation_file = database.path
         self.classes: list[str] = list(database.classes)
         videos = self._select_videos(database.subset, split, seed)
-        self.video_ids: list[str] = [video.video_id for video in videos]
-
-        self.store = FeatureStore(data.features, layout_of(data), data.length_tolerance)
-        self._check_missing(split, videos)
-        infos = _matrix_infos(self.store, self.video_ids)
+        self.report = DataReport(task=spec.name, split=split, subset=self._subset_name(),
+                                 videos_listed=len(videos),
+                                 annotations_listed=sum(len(v.labels) for v in videos))
+        tolerance = None if policy.length_mismatch == "cut" else data.length_tolerance
+        self.store = FeatureStore(data.features, layout_of(data), tolerance)
+        videos = self._check_missing(split, videos)
+        infos = matrix_infos(self.store, [v.video_id for v in videos])
         self.dims: tuple[int, int] = self._check_dims(infos, expected_dims)
         stored_steps = self._check_lengths(videos, infos)
-
-        self.duplicates_removed = 0
         self._records = [self._make_record(video, steps, remove_duplicate_gt)
                          for video, steps in zip(videos, stored_steps)]
-        if self.duplicates_removed:
-            LOGGER.info("%s/%s: removed %d duplicate annotation(s)", spec.name, split,
-                        self.duplicates_removed)
+        self.video_ids: list[str] = [record.video_id for record in self._records]
         self.lengths: list[int] = [record.num_steps for record in self._records]
-
-        self._features: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         if preload:
-            total = sum(n * sum(self.dims) * 4 for n in self.lengths)
-            if total > PRELOAD_WARN_BYTES:
-                LOGGER.warning("%s/%s: preloading %.1f GiB of features; pass preload=False to "
-                               "read them per item", spec.name, split, total / 2**30)
-            self._features = [self._load(i) for i in range(len(self._records))]
+            for index in range(len(self._records)):
+                self._features(index)
+        self.report.log()
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -592,9 +173,6 @@ class LocalizationDataset:
                        seed: int) -> list[VideoAnnotation]:
         """The split's videos in file order (see module docs for the hold-out)."""
         subsets = self.spec.data.subsets
-        if subsets.validation is not None and subsets.validation == subsets.test:
-            raise ConfigError(f"{self._config_key('subsets.validation')}: the validation subset "
-                              f"must not be the test subset {subsets.test!r}")
         if split == "test":
             return subset_of(subsets.test)
         if subsets.validation is not None:
@@ -619,28 +197,34 @@ class LocalizationDataset:
             return subsets.validation
         return subsets.train
 
-    def _check_missing(self, split: str, videos: list[VideoAnnotation]) -> None:
+    def _check_missing(self, split: str, videos: list[VideoAnnotation]) -> list[VideoAnnotation]:
+        """The videos that have features; the others are an error or skipped and counted."""
         available = self.store.video_ids()
-        missing = [v.video_id for v in videos if v.video_id not in available]
+        missing = [v for v in videos if v.video_id not in available]
         if not missing:
-            return
-        shown = ", ".join(repr(v) for v in missing[:MISSING_IDS_SHOWN])
-        hidden = len(missing) - MISSING_IDS_SHOWN
-        more = f" and {hidden} more" if hidden > 0 else ""
+            return videos
+        ids = [v.video_id for v in missing]
         hint = ""
         if len(missing) == len(videos):
             layout = self.store.layout
             hint = (f"; no video of the split has features - check id_prefix "
                     f"{layout.id_prefix!r} and the suffixes {layout.visual_suffix!r} / "
-                    f"{layout.audio_suffix!r} (the store holds e.g. {_store_sample(self.store)})")
-        raise InputError(
-            f"{len(missing)} of {len(videos)} videos of split {split!r} (subset "
-            f"{self._subset_name()!r} of {self.spec.data.annotations}) have no features "
-            f"(visual and audio needed): {shown}{more}{hint}",
-            file=self.store.path, video=missing[0] if len(missing) == 1 else None,
-            field="features")
+                    f"{layout.audio_suffix!r} (the store holds e.g. {store_sample(self.store)})")
+        shown = ", ".join(repr(v) for v in ids[:MISSING_IDS_SHOWN])
+        more = f" and {len(ids) - MISSING_IDS_SHOWN} more" if len(ids) > MISSING_IDS_SHOWN else ""
+        message = (f"{len(missing)} of {len(videos)} videos of split {split!r} (subset "
+                   f"{self._subset_name()!r} of {self.spec.data.annotations}) have no features "
+                   f"(visual and audio needed): {shown}{more}{hint}")
+        if self.policy.missing_features == "error" or len(missing) == len(videos):
+            raise InputError(message + ("; data.missing_features: skip would leave them out"
+                                        if len(missing) < len(videos) else ""),
+                             file=self.store.path, video=ids[0] if len(ids) == 1 else None,
+                             field="features")
+        for video in missing:
+            self.report.add("videos_skipped.missing_features", video=video.video_id)
+        return [v for v in videos if v.video_id in available]
 
-    def _check_dims(self, infos: dict[str, tuple[_MatrixInfo, _MatrixInfo]],
+    def _check_dims(self, infos: dict[str, tuple[MatrixInfo, MatrixInfo]],
                     expected_dims: tuple[int, int] | None) -> tuple[int, int]:
         """Rank, dtype and channel checks; returns the split's (visual_dim, audio_dim)."""
         for video_id, pair in infos.items():
@@ -679,10 +263,11 @@ class LocalizationDataset:
         return dims
 
     def _check_lengths(self, videos: list[VideoAnnotation],
-                       infos: dict[str, tuple[_MatrixInfo, _MatrixInfo]]) -> list[int]:
+                       infos: dict[str, tuple[MatrixInfo, MatrixInfo]]) -> list[int]:
         """T > 0, A/V agreement and T against the duration; returns the stored T per video."""
         data = self.spec.data
-        steps_per_video, warnings = [], []
+        grid = TimeGrid.of(data)
+        steps_per_video = []
         for video in videos:
             visual, audio = infos[video.video_id]
             for modality, info in zip(MODALITIES, (visual, audio)):
@@ -690,16 +275,19 @@ class LocalizationDataset:
                     raise InputError("empty feature sequence (T = 0)", file=info.file,
                                      video=video.video_id, field=modality)
             difference = abs(visual.shape[0] - audio.shape[0])
-            if difference > self.store.length_tolerance:
+            tolerance = self.store.length_tolerance
+            if tolerance is not None and difference > tolerance:
                 raise InputError(
                     f"audio has {audio.shape[0]} steps but visual has {visual.shape[0]} "
-                    f"(difference {difference} > tolerance {self.store.length_tolerance})",
+                    f"(difference {difference} > tolerance {self.store.length_tolerance}; "
+                    f"data.length_mismatch: cut would cut both to the shorter)",
                     file=audio.file, video=video.video_id, field="audio")
+            if difference:
+                self.report.add("videos_adjusted.av_length_mismatch", video=video.video_id)
             steps = min(visual.shape[0], audio.shape[0])
-            expected = expected_steps(video.duration, fps=data.fps, feat_stride=data.feat_stride,
-                                      window_frames=data.window_frames)
-            deviation = abs(steps - expected)
-            if deviation > length_limit(expected):
+            expected = grid.expected_steps(video.duration)
+            deviation = steps - expected
+            if abs(deviation) > length_limit(expected) and self.policy.duration_mismatch == "error":
                 swapped = (abs(visual.shape[1] - expected) <= LENGTH_WARN_STEPS
                            or abs(audio.shape[1] - expected) <= LENGTH_WARN_STEPS)
                 raise InputError(
@@ -707,39 +295,61 @@ class LocalizationDataset:
                     f"{data.fps}, stride {data.feat_stride}, window {data.window_frames}) has "
                     f"about {expected:.1f}; more than {length_limit(expected):.1f} steps off"
                     + (" (axes swapped? the channel count matches the expected length)"
-                       if swapped else ""),
+                       if swapped else "; data.duration_mismatch: warn would accept it"),
                     file=visual.file, video=video.video_id, field="visual")
-            if deviation > LENGTH_WARN_STEPS:
-                warnings.append(f"{video.video_id} ({steps} vs {expected:.1f})")
+            if deviation < -LENGTH_WARN_STEPS:
+                self.report.add("videos_adjusted.features_short", video=video.video_id)
+            elif deviation > LENGTH_WARN_STEPS:
+                self.report.add("videos_adjusted.features_long", video=video.video_id)
             steps_per_video.append(steps)
-        if warnings:
-            LOGGER.warning("%s/%s: %d video(s) have a feature length more than %d steps off the "
-                           "duration (kept): %s%s", self.spec.name, self.split, len(warnings),
-                           LENGTH_WARN_STEPS, ", ".join(warnings[:MISSING_IDS_SHOWN]),
-                           " ..." if len(warnings) > MISSING_IDS_SHOWN else "")
         return steps_per_video
 
     def _make_record(self, video: VideoAnnotation, stored_steps: int,
                      remove_duplicate_gt: bool) -> _VideoRecord:
-        data = self.spec.data
-        segments, labels = video.segments, video.label_ids(self.classes)
-        if remove_duplicate_gt and len(labels):
+        """Apply the data policy to a video's annotations (counting it) and put them on its
+        effective grid."""
+        data, report, vid = self.spec.data, self.report, video.video_id
+        segments, labels = video.segments, list(video.labels)
+        keep = np.ones(len(labels), dtype=bool)
+        if remove_duplicate_gt and len(labels) > 1:
             duplicates = duplicate_mask(segments, labels)
-            self.duplicates_removed += int(duplicates.sum())
-            segments, labels = segments[~duplicates], labels[~duplicates]
-        if data.resize_length:
-            stride = window = resized_grid(stored_steps, feat_stride=data.feat_stride,
-                                           window_frames=data.window_frames,
-                                           resize_length=data.resize_length)
-            num_steps = data.resize_length
-        else:
-            stride, window = float(data.feat_stride), float(data.window_frames)
-            num_steps = stored_steps
-        grid = seconds_to_grid(segments, fps=data.fps, feat_stride=stride, window_frames=window)
-        return _VideoRecord(video_id=video.video_id, duration=video.duration,
-                            stored_steps=stored_steps, num_steps=num_steps, feat_stride=stride,
-                            window_frames=window, segments=grid.reshape(-1, 2),
-                            labels=labels.astype(np.int64))
+            report.add("annotations_dropped.duplicate", int(duplicates.sum()), vid)
+            keep &= ~duplicates
+        zero = (segments[:, 1] - segments[:, 0]) < MIN_SEGMENT_LENGTH
+        zero &= keep
+        if zero.any():
+            if self.policy.zero_length_segments == "drop" or self.split == "train":
+                report.add("annotations_dropped.zero_length", int(zero.sum()), vid)
+                keep &= ~zero
+            else:  # drop_in_training, evaluated: kept as ground truth nothing matches
+                report.add("annotations_kept.zero_length", int(zero.sum()), vid)
+        if video.past_duration:
+            case = ("annotations_kept.past_duration" if self.policy.segments_past_duration == "keep"
+                    else "annotations_clamped.past_duration")
+            report.add(case, video.past_duration, vid)
+        kept_labels = tuple(label for label, kept in zip(labels, keep) if kept)
+        annotation = VideoAnnotation(video_id=vid, subset=video.subset, duration=video.duration,
+                                     fps=video.fps, segments=segments[keep], labels=kept_labels,
+                                     past_duration=video.past_duration)
+        grid = TimeGrid.of(data).for_video(stored_steps, data.resize_length)
+        num_steps = data.resize_length or stored_steps
+        train_segments = grid.to_steps(annotation.segments).reshape(-1, 2)
+        train_labels = annotation.label_ids(self.classes)
+        if self.split == "train" and data.filter_past_features and len(train_labels):
+            end = num_steps + grid.offset
+            filtered, train_labels = filter_training_instances(
+                train_segments, train_labels, num_steps, grid.offset, self.spec.task.trunc_thresh)
+            dropped = len(train_segments) - len(filtered)
+            report.add("annotations_dropped.past_features", dropped, vid)
+            # every dropped instance ends past the features too; the others there are clamped
+            report.add("annotations_clamped.past_features",
+                       int(np.count_nonzero(train_segments[:, 1] > end)) - dropped, vid)
+            train_segments = filtered
+        return _VideoRecord(annotation=annotation, stored_steps=stored_steps,
+                            num_steps=num_steps, grid=grid, segments=train_segments,
+                            labels=train_labels.astype(np.int64))
+
+    # ---- features -------------------------------------------------------------------------
 
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Read, validate and (if configured) resize one video: ``(C_v, T)``, ``(C_a, T)``."""
@@ -750,16 +360,24 @@ class LocalizationDataset:
                              f"the dataset was built (file changed?)",
                              file=self.store.file_of(record.video_id, "visual"),
                              video=record.video_id, field="visual")
-        visual_t = torch.from_numpy(np.ascontiguousarray(visual.T))  # (T, Cv) -> (Cv, T)
-        audio_t = torch.from_numpy(np.ascontiguousarray(audio.T))    # (T, Ca) -> (Ca, T)
-        if self.spec.data.resize_length:
-            size = self.spec.data.resize_length
-            # (C, T) -> (1, C, T) -> (1, C, L) -> (C, L)
-            visual_t = F.interpolate(visual_t[None], size=size, mode="linear",
-                                     align_corners=False)[0]
-            audio_t = F.interpolate(audio_t[None], size=size, mode="linear",
-                                    align_corners=False)[0]
-        return visual_t.contiguous(), audio_t.contiguous()
+        visual_t, audio_t, _ = task_inputs(visual, audio, TimeGrid.of(self.spec.data),
+                                           self.spec.data.resize_length)
+        return visual_t, audio_t
+
+    def _features(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A video's features through the bounded LRU cache."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        features = self._load(index)
+        size = sum(t.numel() * t.element_size() for t in features)
+        if self._cache_bytes is None or size <= self._cache_bytes:
+            self._cache[index] = features
+            self._cached_bytes += size
+            while self._cache_bytes is not None and self._cached_bytes > self._cache_bytes:
+                _, evicted = self._cache.popitem(last=False)
+                self._cached_bytes -= sum(t.numel() * t.element_size() for t in evicted)
+        return features
 
     # ---- access ---------------------------------------------------------------------------
 
@@ -769,34 +387,34 @@ class LocalizationDataset:
     def __getitem__(self, index: int) -> VideoItem:
         return self.get(index)
 
+    def ground_truth(self) -> list[VideoAnnotation]:
+        """The split's ground truth as evaluated: after the data policy (skipped videos left
+        out, duplicates and dropped annotations removed, zero-length ones kept by
+        ``drop_in_training``)."""
+        return [record.annotation for record in self._records]
+
     def get(self, index: int, rng: np.random.Generator | None = None) -> VideoItem:
-        """One video as a :class:`VideoItem`.
+        """One video as a :class:`~uniav.data.batching.VideoItem`.
 
         Args:
             index: position in ``video_ids``.
             rng: ``None`` for the whole video with all its instances (evaluation); a generator
-                for a training item (instance filter + random crop, see module docs) - the only
-                source of randomness.
+                for a training item (random crop, see module docs) - the only source of
+                randomness.
 
         Returns:
             The item; its tensors never share memory with the dataset's cache.
         """
         record = self._records[index]
-        if self._features is not None:
-            visual, audio = self._features[index]
-        else:
-            visual, audio = self._load(index)
+        visual, audio = self._features(index)
         segments, labels = record.segments, record.labels
         crop_start = 0
         if rng is not None:
-            task = self.spec.task
-            offset = 0.5 * record.window_frames / record.feat_stride
-            segments, labels = filter_training_instances(segments, labels, record.num_steps,
-                                                         offset, task.trunc_thresh)
             crop = sample_truncation(record.num_steps, segments, labels, rng,
                                      max_seq_len=self.spec.data.max_seq_len,
-                                     crop_ratio=task.crop_ratio, trunc_thresh=task.trunc_thresh,
-                                     offset=offset)
+                                     crop_ratio=self.spec.task.crop_ratio,
+                                     trunc_thresh=self.spec.task.trunc_thresh,
+                                     offset=record.grid.offset)
             crop_start, segments, labels = crop.start, crop.segments, crop.labels
             visual = visual[:, crop.start:crop.start + crop.length]
             audio = audio[:, crop.start:crop.start + crop.length]
@@ -804,9 +422,7 @@ class LocalizationDataset:
             video_id=record.video_id, visual=visual.clone(), audio=audio.clone(),
             segments=torch.from_numpy(np.asarray(segments, dtype=np.float32).reshape(-1, 2)),
             labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-            duration=record.duration, fps=float(self.spec.data.fps),
-            feat_stride=record.feat_stride, window_frames=record.window_frames,
-            crop_start=crop_start)
+            duration=record.annotation.duration, grid=record.grid, crop_start=crop_start)
 
     def __repr__(self) -> str:
         return (f"LocalizationDataset(task={self.spec.name!r}, split={self.split!r}, "

@@ -17,10 +17,11 @@ the field (``visual`` / ``audio``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -57,12 +58,13 @@ class FeatureStore:
     Args:
         path: the npy directory or the HDF5 file.
         layout: file naming (only ``id_prefix`` matters for HDF5).
-        length_tolerance: largest audio/visual length difference (in steps) that is silently
-            fixed by truncating both to the shorter one; a larger one is an error.
+        length_tolerance: largest audio/visual length difference (in steps) that is fixed by
+            truncating both to the shorter one; a larger one is an error (``None``: any
+            difference is cut).
     """
 
     def __init__(self, path: str | Path, layout: FeatureLayout = FeatureLayout(),
-                 length_tolerance: int = 2):
+                 length_tolerance: int | None = 2):
         self.path = Path(path)
         self.layout = layout
         self.length_tolerance = length_tolerance
@@ -161,7 +163,7 @@ class FeatureStore:
         visual, audio = arrays
         if visual.shape[0] != audio.shape[0]:
             diff = abs(visual.shape[0] - audio.shape[0])
-            if diff > self.length_tolerance:
+            if self.length_tolerance is not None and diff > self.length_tolerance:
                 raise InputError(
                     f"audio has {audio.shape[0]} steps but visual has {visual.shape[0]} "
                     f"(difference {diff} > tolerance {self.length_tolerance})",
@@ -226,6 +228,91 @@ def _validate_matrix(array: np.ndarray, expected_dim: int | None, *, file: Path,
         raise InputError(f"{int(bad.sum())} non-finite values (NaN/Inf)", file=file, video=video,
                          field=field)
     return array
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes without reading the data
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """Shape and dtype of one stored feature matrix (read from its header)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    file: Path
+
+
+def npy_info(file: Path, video_id: str, modality: str) -> MatrixInfo:
+    """Shape and dtype from a ``.npy`` header; checks the data is all there (no reading)."""
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            data_start = handle.tell()
+    except FileNotFoundError:
+        raise InputError("feature file missing", file=file, video=video_id,
+                         field=modality) from None
+    except (ValueError, EOFError, OSError) as exc:
+        raise InputError(f"unreadable .npy ({exc or 'file is empty'})", file=file,
+                         video=video_id, field=modality) from None
+    if dtype.hasobject:
+        raise InputError("holds Python objects (a pickled array); refused - features must be "
+                         "numeric", file=file, video=video_id, field=modality)
+    needed = data_start + math.prod(shape) * dtype.itemsize
+    size = file.stat().st_size
+    if size < needed:
+        raise InputError(f"truncated .npy: the header promises {needed} bytes, the file has "
+                         f"{size} (file not fully written?)", file=file, video=video_id,
+                         field=modality)
+    return MatrixInfo(tuple(int(n) for n in shape), dtype, file)
+
+
+def matrix_infos(store: FeatureStore, video_ids: Sequence[str]
+                  ) -> dict[str, tuple[MatrixInfo, MatrixInfo]]:
+    """(visual, audio) header info of every video, from ``.npy`` headers or HDF5 shapes (no
+    feature data is read)."""
+    infos: dict[str, tuple[MatrixInfo, MatrixInfo]] = {}
+    if store.layout.format == "npy":
+        for video_id in video_ids:
+            infos[video_id] = tuple(npy_info(store.file_of(video_id, m), video_id, m)
+                                    for m in MODALITIES)  # type: ignore[assignment]
+        return infos
+    import h5py
+
+    try:
+        with h5py.File(store.path, "r") as handle:
+            for video_id in video_ids:
+                pair = []
+                for modality in MODALITIES:
+                    # same key layout as FeatureStore: /<id_prefix><video>/<modality>
+                    node = handle.get(f"{store.layout.id_prefix}{video_id}/{modality}")
+                    if not isinstance(node, h5py.Dataset):
+                        raise InputError("no such dataset in the HDF5 file", file=store.path,
+                                         video=video_id, field=modality)
+                    pair.append(MatrixInfo(tuple(int(n) for n in node.shape), node.dtype,
+                                            store.path))
+                infos[video_id] = (pair[0], pair[1])
+    except OSError as exc:
+        raise InputError(f"cannot read HDF5 file ({exc})", file=store.path) from None
+    return infos
+
+
+def store_sample(store: FeatureStore, count: int = 3) -> str:
+    """A few entry names of a store (file names or HDF5 groups), for error messages."""
+    if store.layout.format == "npy":
+        names = sorted(p.name for p in store.path.iterdir() if p.suffix == ".npy")
+    else:
+        import h5py
+
+        with h5py.File(store.path, "r") as handle:
+            names = sorted(handle.keys())
+    return ", ".join(repr(n) for n in names[:count]) or "nothing"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Inference over a dataset split, post-processing, and scoring (DESIGN sections 6.9 and 8).
+"""Inference over a dataset split, post-processing, and scoring (docs/architecture.md).
 
 The model returns raw per-level outputs; :func:`detections_of_batch` decodes them with
 :mod:`uniav.postprocess` (top-k, decoding, per-task soft-NMS, grid -> seconds) and
@@ -32,8 +32,7 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
 
     Args:
         output: :class:`~uniav.model.ModelOutput` of the batch.
-        videos: per video, an object with ``duration``, ``fps``, ``feat_stride``,
-            ``window_frames`` (the batch's :class:`VideoMeta`).
+        videos: per video its :class:`~uniav.data.batching.VideoMeta` (grid and duration).
         task_settings: the task's :class:`~uniav.config.TaskConfig` (NMS sigma).
         eval_cfg: post-processing settings.
         classes: class names of the task.
@@ -57,8 +56,7 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
             iou_threshold=eval_cfg.iou_threshold, sigma=task_settings.nms_sigma,
             min_score=eval_cfg.min_score, max_segments=eval_cfg.max_segments,
             multiclass=eval_cfg.multiclass_nms, voting_threshold=eval_cfg.voting_threshold,
-            feat_stride=video.feat_stride, window_frames=video.window_frames, fps=video.fps,
-            duration=video.duration)
+            grid=video.grid, duration=video.duration)
         detections = []
         for (start, end), score, label in zip(segments.tolist(), scores.tolist(), labels.tolist()):
             start, end = round(start, 4), round(end, 4)
@@ -76,7 +74,7 @@ def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_c
     """Detections for every video of a dataset split (ActivityNet results mapping)."""
     from tqdm import tqdm
 
-    from uniav.data.dataset import collate, padded_length
+    from uniav.data.batching import collate, padded_length
 
     was_training = model.training
     model.eval()
@@ -105,14 +103,15 @@ def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_c
 def score_predictions(dataset: Any, spec: TaskSpec, predictions: dict[str, list[Detection]],
                       eval_cfg: EvalConfig, sed_extras: bool = False) -> dict[str, Any]:
     """Detection mAP (and SED extras) of predictions against a split's ground truth."""
-    from uniav.data.annotations import load_annotations
     from uniav.evaluation import evaluate_detection
 
-    database = load_annotations(spec.data.annotations)
-    ground_truth = [database.videos[video_id] for video_id in dataset.video_ids]
+    # the split's ground truth after the data policy: zero-length instances are there only when
+    # the policy keeps them as ground truth no prediction can match (the released evaluator)
+    ground_truth = dataset.ground_truth()
     result = evaluate_detection(ground_truth, {"results": predictions},
                                 thresholds=spec.task.tiou_thresholds, classes=dataset.classes,
-                                remove_duplicate_gt=eval_cfg.remove_duplicate_gt)
+                                remove_duplicate_gt=eval_cfg.remove_duplicate_gt,
+                                allow_zero_length_gt=True)
     metrics = result.to_dict()
     if sed_extras:
         from uniav.evaluation.sed import sed_extras as compute_sed_extras
@@ -162,8 +161,8 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
     Returns:
         The metrics summary that was written.
     """
-    from uniav.data.dataset import LocalizationDataset
     from uniav.engine.distributed import resolve_device
+    from uniav.engine.training_data import open_dataset
 
     tracker = tracker or NullTracker()
     if threads:
@@ -172,17 +171,16 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
     device = resolve_device(resolved.train.device)
     model, metadata = load_model_from_weights(weights, device)
     summary: dict[str, Any] = {"experiment": experiment, "split": split,
-                               "benchmark": config.benchmark, "weights": str(weights),
+                               "benchmark": config.benchmark, "protocol": config.protocol,
+                               "weights": str(weights),
                                "weights_config_hash": metadata.get("config_hash"),
-                               "eval": to_plain(config.eval), "tasks": {}}
+                               "eval": to_plain(config.eval), "tasks": {}, "data_report": {}}
     predictions_dir = Path(predictions_dir)
     for task in resolved.tasks:
         spec = resolved.specs[task]
         if metadata.get("classes", {}).get(task) is None:
             raise InputError(f"the weights have no task {task!r}", file=weights, field="classes")
-        dataset = LocalizationDataset(spec, split, seed=config.seed,
-                                      remove_duplicate_gt=config.eval.remove_duplicate_gt,
-                                      preload=spec.data.preload_features)
+        dataset = open_dataset(config, spec, split)
         if dataset.classes != metadata["classes"][task]:
             raise InputError(f"task {task!r}: the weights were trained with other classes",
                              file=weights, field="classes")
@@ -192,6 +190,8 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
         atomic_write_json(predictions_dir / f"{task}.json",
                           {"version": "uniav", "external_data": {}, "results": predictions})
         summary["tasks"][task] = metrics
+        trained = (metadata.get("data_report") or {}).get(task) or {}
+        summary["data_report"][task] = {**trained, split: dataset.report.to_dict()}
         flat = {f"test/{task}/average_mAP": metrics["average_mAP"]}
         flat.update({f"test/{task}/mAP_{t:.2f}": v
                      for t, v in zip(metrics["thresholds"], metrics["mAP"])})

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups (DESIGN section 7)."""
+"""Optimizer parameter groups (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ def parameter_groups(model: nn.Module, *, base_lr: float, weight_decay: float,
                 (decay if is_weight else no_decay).append(parameter)
     total = sum(1 for p in model.parameters() if p.requires_grad)
     assert len(seen) == total, "a parameter was not assigned to an optimizer group"
-    groups = [
+    groups = [  # the order of the released make_optimizer
         {"name": "decay", "params": decay, "weight_decay": weight_decay, "lr": base_lr},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": base_lr},
-        {"name": "text_proj", "params": text_decay, "weight_decay": weight_decay, "lr": text_proj_lr},
         {"name": "text_proj_bias", "params": text_no_decay, "weight_decay": 0.0, "lr": text_proj_lr},
+        {"name": "text_proj", "params": text_decay, "weight_decay": weight_decay, "lr": text_proj_lr},
     ]
     return [g for g in groups if g["params"]]
 

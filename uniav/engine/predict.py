@@ -17,35 +17,12 @@ import numpy as np
 import torch
 
 from uniav.config import DatasetTaskConfig, EvalConfig, FeaturesConfig, TaskConfig, parse
+from uniav.data.batching import VideoItem, collate, padded_length, task_inputs
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_json
+from uniav.grid import TimeGrid
 
 LOGGER = logging.getLogger(__name__)
-
-
-class _VideoMeta:
-    """The per-video timing the decoder needs (same fields as the dataset's VideoMeta)."""
-
-    def __init__(self, duration: float, fps: float, feat_stride: float, window_frames: float):
-        self.duration, self.fps = duration, fps
-        self.feat_stride, self.window_frames = feat_stride, window_frames
-
-
-def _task_inputs(visual: np.ndarray, audio: np.ndarray, duration: float,
-                 data_cfg: DatasetTaskConfig) -> tuple[torch.Tensor, torch.Tensor, _VideoMeta]:
-    """Features (T, C) -> model inputs (1, C, T') on the task's grid (resized if it resizes)."""
-    visual_t = torch.from_numpy(np.ascontiguousarray(visual.T))[None]  # (T, C) -> (1, C, T)
-    audio_t = torch.from_numpy(np.ascontiguousarray(audio.T))[None]
-    stride, window = float(data_cfg.feat_stride), float(data_cfg.window_frames)
-    if data_cfg.resize_length:
-        steps = visual_t.shape[-1]
-        length = data_cfg.resize_length
-        stride = window = ((steps - 1) * data_cfg.feat_stride + data_cfg.window_frames) / length
-        visual_t = torch.nn.functional.interpolate(visual_t, size=length, mode="linear",
-                                                   align_corners=False)
-        audio_t = torch.nn.functional.interpolate(audio_t, size=length, mode="linear",
-                                                  align_corners=False)
-    return visual_t, audio_t, _VideoMeta(duration, float(data_cfg.fps), stride, window)
 
 
 def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | Path | None = None,
@@ -101,17 +78,17 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
                 window_frames=data_cfg.window_frames, visual_encoder=feature_meta["visual_encoder"],
                 audio_encoder=feature_meta["audio_encoder"], features_config=features_cfg)
         visual, audio, duration = features_cache[key]
-        visual_t, audio_t, meta = _task_inputs(visual, audio, duration, data_cfg)
-        steps = visual_t.shape[-1]
-        max_stride = model.level_strides[-1]
-        length = max(data_cfg.max_seq_len, -(-steps // max_stride) * max_stride)
-        pad = length - steps
-        visual_t = torch.nn.functional.pad(visual_t, (0, pad))
-        audio_t = torch.nn.functional.pad(audio_t, (0, pad))
-        mask = torch.arange(length)[None] < steps
+        # the same input path as training and evaluation: task grid, resizing, padding
+        visual_t, audio_t, grid = task_inputs(visual, audio, TimeGrid.of(data_cfg),
+                                              data_cfg.resize_length)
+        item = VideoItem(video_id=video.name, visual=visual_t, audio=audio_t,
+                         segments=torch.zeros((0, 2)), labels=torch.zeros(0, dtype=torch.int64),
+                         duration=duration, grid=grid)
+        batch = collate([item], padded_length([item.length], max_seq_len=data_cfg.max_seq_len,
+                                              max_stride=model.level_strides[-1], training=False))
         with torch.no_grad():
-            output = model(visual_t, audio_t, mask, task)
-        found = detections_of_batch(output, [meta], task_cfg, eval_cfg,
+            output = model(batch.visual, batch.audio, batch.mask, task)
+        found = detections_of_batch(output, batch.videos, task_cfg, eval_cfg,
                                     metadata["classes"][task], task_cfg.class_aware)[0]
         detections[task] = [d for d in found if d["score"] >= min_score][:top_k]
     output_dir = Path(output_dir) if output_dir else video.parent

@@ -1,4 +1,4 @@
-"""Learning-rate schedule, EMA of the weights and the per-task plateau gate (DESIGN section 7)."""
+"""Learning-rate schedule, EMA of the weights and the per-task plateau gate (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,68 @@ from torch import nn
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: linear warm-up from 0 over ``warmup_steps``, then cosine decay to 0 at
-    ``total_steps`` (the scheduler steps once per iteration)."""
+    """LR multiplier of the standard shape: linear warm-up from 0 over ``warmup_steps`` (the
+    base is reached at ``warmup_steps``), then cosine decay to 0 at ``total_steps`` (the
+    scheduler steps once per iteration)."""
     if step < warmup_steps:
         return step / max(warmup_steps, 1)
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR applying :func:`warmup_cosine_factor` to every parameter group."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps))
+def released_warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int,
+                              min_lr: float) -> float:
+    """The released ``LinearWarmupCosineAnnealingLR`` (warm-up start 0), in closed form.
+
+    ``t < W``: ``t·base / (W − 1)`` - the base is reached one iteration before the warm-up ends
+    and held at ``t = W``; then ``min_lr + (base − min_lr)(1 + cos(π (t − W)/(T − W)))/2``.
+    (The released scheduler computes this recursively; the closed form reproduces its values
+    to the last bit or one unit in the last place.)
+    """
+    if step < warmup_steps:
+        return step * base_lr / max(warmup_steps - 1, 1)
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * min(progress, 1.0))) / 2.0
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up, then cosine decay, stepped once per iteration.
+
+    Args:
+        optimizer: the optimizer (each group keeps its own base lr).
+        warmup_steps: iterations of the warm-up.
+        total_steps: iterations in all.
+        shape: ``standard`` (:func:`warmup_cosine_factor`, plus ``min_lr`` as the cosine floor)
+            or ``released`` (:func:`released_warmup_cosine_lr`).
+        min_lr: the floor of the cosine decay.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                 shape: str = "standard", min_lr: float = 0.0):
+        if shape not in ("standard", "released"):
+            raise ValueError(f"unknown warm-up shape {shape!r}")
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+        self.shape, self.min_lr = shape, min_lr
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int, base_lr: float) -> float:
+        """The learning rate of a group with base ``base_lr`` at iteration ``step``."""
+        if self.shape == "released":
+            return released_warmup_cosine_lr(step, base_lr, self.warmup_steps, self.total_steps,
+                                             self.min_lr)
+        factor = warmup_cosine_factor(step, self.warmup_steps, self.total_steps)
+        if self.min_lr and step >= self.warmup_steps:
+            return self.min_lr + (base_lr - self.min_lr) * factor
+        return base_lr * factor
+
+    def get_lr(self) -> list[float]:  # noqa: D102 - torch's interface
+        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, *,
+                   shape: str = "standard", min_lr: float = 0.0) -> WarmupCosineLR:
+    """The warm-up + cosine schedule of every parameter group (:class:`WarmupCosineLR`)."""
+    return WarmupCosineLR(optimizer, warmup_steps, total_steps, shape, min_lr)
 
 
 class ModelEMA:

@@ -1,29 +1,27 @@
-"""The training engine: single- and multi-task, resumable, optionally distributed (DESIGN §7).
+"""The training engine: single- and multi-task, resumable, optionally distributed.
 
-Schedule of one run::
+Schedule of one run (docs/protocol.md has the released loop step by step)::
 
     iterations per epoch = max over tasks of (training batches per pass)
     for each iteration:
-        for each task (in experiment order) that its plateau gate lets through:
-            next batch of that task -> forward -> loss x (task lr / base lr) -> backward
-            -> clip grad norm -> optimizer step -> EMA update
-        scheduler step (linear warm-up, then cosine)
-    at the end of every `val_every_epochs`-th epoch:
-        validation mAP of the EMA model per task (validation split, never test)
-        -> plateau gates -> best model (mean validation average mAP) exported
+        TrainingStep.iteration: for each task in step order that its plateau gate lets through,
+            one optimizer step and one EMA update; then one scheduler step
+    at the end of every `val_every_epochs`-th epoch (and of the last):
+        validation mAP per task -> plateau gates (fed by the EMA or the raw model)
+        -> best weights (mean validation average mAP of the EMA model) kept
         -> checkpoint (also every `checkpoint_every_iters` iterations when set)
 
-Outputs: ``<output_dir>/model.safetensors`` (EMA weights of the best validation epoch, with the
-model spec, class lists and feature metadata as safetensors metadata) and
-``<output_dir>/training.json`` (history, best epoch, timings), both written when training
-finishes.  Resumable checkpoints and the best weights so far live in ``work_dir`` (outside the
-Snakemake outputs, so a failed job keeps them); a killed run resumes exactly where its last
-checkpoint stopped.
+Outputs: ``<output_dir>/model.safetensors`` (EMA weights of the best validation epoch, or of the
+last epoch with ``train.exported_weights: last_epoch``, with the model spec, class lists,
+feature metadata and data report as safetensors metadata) and ``<output_dir>/training.json``
+(history, selected epoch, data report, timings), both written when training finishes.
+Resumable checkpoints and the best weights so far live in ``work_dir`` (outside the Snakemake
+outputs, so a failed job keeps them); a killed run resumes exactly where its last checkpoint
+stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
@@ -36,16 +34,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from uniav.config import Config, ResolvedExperiment, config_hash, to_plain
+from uniav.config import Config, config_hash, to_plain
+from uniav.data.batching import collate
 from uniav.engine.checkpoint import export_weights, load_latest_checkpoint, save_training_checkpoint
 from uniav.engine.distributed import (DistributedContext, barrier, broadcast_object,
                                       init_distributed)
-from uniav.engine.optim import make_optimizer
 from uniav.engine.sampling import BatchStream
-from uniav.engine.schedule import ModelEMA, PlateauGate, make_scheduler
+from uniav.engine.schedule import PlateauGate
+from uniav.engine.stepper import StepResult, TrainingStep
+from uniav.engine.training_data import build_model_spec, configure_torch, load_task_data
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_json
-from uniav.model import ModelSpec, TaskHeadConfig, UniAV
+from uniav.model import UniAV
 from uniav.tracking import NullTracker, Tracker
 
 LOGGER = logging.getLogger(__name__)
@@ -63,85 +63,13 @@ class TrainResult:
     finished: bool
 
 
-@dataclass
-class TaskData:
-    """One task's training and validation data."""
-
-    train: Any
-    validation: Any
-    prompts: np.ndarray | None
-
-
-def configure_torch(deterministic: bool, device: torch.device, threads: int | None) -> None:
-    """Threads and determinism for this process."""
-    if threads:
-        torch.set_num_threads(threads)
-    if deterministic:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        else:
-            import os
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-
-
-def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: Path | None
-                   ) -> dict[str, TaskData]:
-    """Training/validation datasets and prompt embeddings of every task of the experiment."""
-    from uniav.data.dataset import LocalizationDataset
-
-    data = {}
-    dims = None
-    for task in experiment.tasks:
-        spec = experiment.specs[task]
-        preload = spec.data.preload_features
-        train = LocalizationDataset(spec, "train", seed=config.seed,
-                                    remove_duplicate_gt=config.eval.remove_duplicate_gt,
-                                    expected_dims=dims, preload=preload)
-        dims = dims or train.dims
-        validation = LocalizationDataset(spec, "validation", seed=config.seed,
-                                         remove_duplicate_gt=config.eval.remove_duplicate_gt,
-                                         expected_dims=dims, preload=preload)
-        prompts = None
-        if prompts_dir is not None:
-            from uniav.prepare.prompts import load_prompt_embeddings
-            prompts = load_prompt_embeddings(Path(prompts_dir) / f"{task}.npy", train.classes)
-        elif experiment.model.classifier == "prompt":
-            raise InputError(f"task {task!r}: the prompt classifier needs prompt embeddings "
-                             f"(run `uniav prompts` and pass --prompts-dir)", field="prompts")
-        data[task] = TaskData(train, validation, prompts)
-    return data
-
-
-def build_model_spec(experiment: ResolvedExperiment, data: dict[str, TaskData]) -> ModelSpec:
-    """The :class:`ModelSpec` of an experiment given its datasets and prompts."""
-    first = next(iter(data.values()))
-    visual_dim, audio_dim = first.train.dims
-    text_dims = {t.prompts.shape[1] for t in data.values() if t.prompts is not None}
-    if len(text_dims) > 1:
-        raise InputError(f"prompt embeddings of different widths across tasks: {sorted(text_dims)}",
-                         field="prompts")
-    text_dim = text_dims.pop() if text_dims else 1
-    tasks = {}
-    for task, task_data in data.items():
-        spec = experiment.specs[task]
-        tasks[task] = TaskHeadConfig(num_classes=len(task_data.train.classes),
-                                     max_seq_len=spec.data.max_seq_len,
-                                     class_aware=spec.task.class_aware,
-                                     label_smoothing=spec.task.label_smoothing,
-                                     init_loss_norm=spec.task.init_loss_norm)
-    return ModelSpec(model=experiment.model, tasks=tasks, visual_dim=visual_dim,
-                     audio_dim=audio_dim, text_dim=text_dim)
-
-
 class Trainer:
     """Runs one experiment's training (see module docs).
 
     Args:
         config: the validated configuration.
         experiment: experiment name (``experiments.<name>``).
-        output_dir: where the exported best weights and ``training.json`` go.
+        output_dir: where the exported weights and ``training.json`` go.
         work_dir: where resumable checkpoints go.
         prompts_dir: directory of ``<task>.npy`` prompt embeddings (prompt classifier).
         tracker: experiment tracker (rank 0 only).
@@ -149,14 +77,15 @@ class Trainer:
         progress: show progress bars.
     """
 
+    BEST_WEIGHTS = "best.safetensors"
+
     def __init__(self, config: Config, experiment: str, *, output_dir: str | Path,
                  work_dir: str | Path, prompts_dir: str | Path | None = None,
                  tracker: Tracker | None = None, threads: int | None = None,
                  progress: bool = True):
         self.config = config
         self.experiment = config.experiment(experiment)
-        self.output_dir = Path(output_dir)
-        self.work_dir = Path(work_dir)
+        self.output_dir, self.work_dir = Path(output_dir), Path(work_dir)
         self.progress = progress
         train_cfg = self.experiment.train
         self.context: DistributedContext = init_distributed(train_cfg.device)
@@ -173,39 +102,35 @@ class Trainer:
             if task_data.prompts is not None:
                 self.model.set_text_embeddings(task, torch.from_numpy(task_data.prompts))
         self.model.to(self.device)
-        self.ema = ModelEMA(self.model, train_cfg.ema_decay)
         self.network: nn.Module = self.model
         if self.context.enabled:
             self.network = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
-        lrs = {task: train_cfg.lr[task] for task in self.experiment.tasks}
-        self.base_lr = min(lrs.values())
-        self.loss_scale = {task: lr / self.base_lr for task, lr in lrs.items()}
-        self.optimizer = make_optimizer(self.model, base_lr=self.base_lr,
-                                        weight_decay=train_cfg.weight_decay,
-                                        text_proj_lr=train_cfg.text_proj_lr)
         world = self.context.world_size
         self.streams = {}
         for task in self.experiment.tasks:
             per_rank = max(1, train_cfg.batch_size[task] // world)
             self.streams[task] = BatchStream(len(self.data[task].train), per_rank, config.seed,
-                                             task, rank=self.context.rank, world_size=world)
+                                             task, rank=self.context.rank, world_size=world,
+                                             reshuffle=train_cfg.sampler == "reshuffle")
         self.iterations_per_epoch = max(s.batches_per_pass for s in self.streams.values())
         self.total_epochs = train_cfg.epochs + train_cfg.warmup_epochs
         self.total_iterations = self.total_epochs * self.iterations_per_epoch
-        self.scheduler = make_scheduler(self.optimizer,
-                                        train_cfg.warmup_epochs * self.iterations_per_epoch,
-                                        self.total_iterations)
+        self.step = TrainingStep.create(
+            self.model, train_cfg, self.experiment.tasks,
+            warmup_steps=train_cfg.warmup_epochs * self.iterations_per_epoch,
+            total_steps=self.total_iterations, network=self.network,
+            autocast_dtype=self._autocast_dtype())
         gate_cfg = train_cfg.plateau_gate
         self.gates = {task: PlateauGate(gate_cfg.patience, gate_cfg.threshold,
                                         gate_cfg.continue_threshold, gate_cfg.cooldown)
                       for task in self.experiment.tasks}
-        self.autocast_dtype = self._autocast_dtype()
         self.config_hash = config_hash({
             "experiment": self.experiment.to_dict(), "seed": config.seed, "world_size": world,
             "model_spec": self.spec.to_dict(), "eval": to_plain(config.eval),
+            "data": to_plain(config.data), "protocol": config.protocol,
             "classes": {t: d.train.classes for t, d in self.data.items()},
             "prompts": {t: None if d.prompts is None else
                         float(np.asarray(d.prompts, dtype=np.float64).sum())
@@ -217,8 +142,6 @@ class Trainer:
         self.epoch_losses: dict[str, list[float]] = {t: [] for t in self.experiment.tasks}
         self.elapsed = 0.0
 
-    # ---- precision -------------------------------------------------------------------------
-
     def _autocast_dtype(self) -> torch.dtype | None:
         precision = self.experiment.train.precision
         if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
@@ -228,10 +151,12 @@ class Trainer:
             return torch.bfloat16
         return None
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    @property
+    def data_report(self) -> dict[str, dict[str, Any]]:
+        """``{task: {"train": ..., "validation": ...}}`` (see :mod:`uniav.data.report`)."""
+        return {task: {"train": d.train.report.to_dict(),
+                       "validation": d.validation.report.to_dict()}
+                for task, d in self.data.items()}
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -241,9 +166,7 @@ class Trainer:
             "config_hash": self.config_hash,
             "iteration": self.iteration,
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            **self.step.state_dict(),
             "gates": {t: g.state_dict() for t, g in self.gates.items()},
             "streams": {t: s.state_dict() for t, s in self.streams.items()},
             "best_metric": self.best_metric,
@@ -260,9 +183,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.step.load_state_dict(state)
         for task, gate in self.gates.items():
             gate.load_state_dict(state["gates"][task])
         for task, stream in self.streams.items():
@@ -294,94 +215,97 @@ class Trainer:
 
     # ---- one iteration ---------------------------------------------------------------------
 
-    def _task_step(self, task: str) -> dict[str, float]:
-        spec = self.experiment.specs[task]
-        dataset = self.data[task].train
-        from uniav.data.dataset import collate
-
-        items = [dataset.get(index, rng) for index, rng in self.streams[task].next()]
-        batch = collate(items, spec.data.max_seq_len).to(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            output = self.network(batch.visual, batch.audio, batch.mask, task)
-        losses = self.model.loss(output, batch.segments, batch.labels, task)
-        (losses["final_loss"] * self.loss_scale[task]).backward()
-        clip = self.experiment.train.clip_grad_norm
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
-        self.ema.update(self.model)
-        return {name: float(value.detach()) for name, value in losses.items()}
-
     def _runs_task(self, task: str) -> bool:
         gate_cfg = self.experiment.train.plateau_gate
         if not gate_cfg.enabled or not self.gates[task].gated:
             return True
         return self.iteration % gate_cfg.iteration_gap == 0
 
+    def _task_step(self, task: str) -> StepResult | None:
+        """The next batch of ``task`` through one optimizer step (None: gated this iteration)."""
+        if not self._runs_task(task):
+            return None
+        dataset = self.data[task].train
+        items = [dataset.get(index, rng) for index, rng in self.streams[task].next()]
+        batch = collate(items, self.experiment.specs[task].data.max_seq_len).to(self.device)
+        result = self.step.task_step(task, batch.visual, batch.audio, batch.mask,
+                                     batch.segments, batch.labels)
+        if not all(math.isfinite(v) for v in result.losses.values()):
+            raise FloatingPointError(f"task {task!r}: non-finite loss {result.losses} at "
+                                     f"iteration {self.iteration}")
+        return result
+
     # ---- validation ------------------------------------------------------------------------
 
-    def validate(self, epoch: int) -> dict[str, Any]:
-        """Validation mAP of the EMA model per task (rank 0 computes, all ranks receive)."""
+    def validate(self, model: nn.Module) -> dict[str, Any]:
+        """Validation metrics of ``model`` per task (rank 0 computes, all ranks receive)."""
         from uniav.engine.inference import evaluate_dataset
 
         results = None
         if self.context.is_main:
-            results = {}
-            for task in self.experiment.tasks:
-                metrics, _ = evaluate_dataset(self.ema.module, self.data[task].validation,
+            results = {task: evaluate_dataset(model, self.data[task].validation,
                                               self.experiment.specs[task], self.config.eval,
-                                              self.device, autocast_dtype=self.autocast_dtype)
-                results[task] = metrics
+                                              self.device, autocast_dtype=self.step.autocast_dtype)[0]
+                       for task in self.experiment.tasks}
         return broadcast_object(self.context, results)
 
     def _end_of_epoch(self, epoch: int, train_losses: dict[str, list[float]]) -> None:
+        train_cfg = self.experiment.train
         record: dict[str, Any] = {"epoch": epoch, "iteration": self.iteration,
-                                  "lr": self.scheduler.get_last_lr()[0],
+                                  "lr": self.step.lr,
                                   "train_loss": {t: float(np.mean(v)) if v else None
                                                  for t, v in train_losses.items()}}
-        if (epoch + 1) % self.experiment.train.val_every_epochs == 0 or epoch + 1 == self.total_epochs:
-            metrics = self.validate(epoch)
-            val = {task: m["average_mAP"] for task, m in metrics.items()}
-            for task, value in val.items():
+        if (epoch + 1) % train_cfg.val_every_epochs == 0 or epoch + 1 == self.total_epochs:
+            models = {"ema": self.step.ema.module, "raw": self.model}
+            needed = {train_cfg.plateau_gate.model} | (
+                {"ema"} if train_cfg.exported_weights == "best_validation" else set())
+            metrics = {name: self.validate(models[name]) for name in sorted(needed)}
+            values = {name: {task: m["average_mAP"] for task, m in per_task.items()}
+                      for name, per_task in metrics.items()}
+            for task, value in values[train_cfg.plateau_gate.model].items():
                 self.gates[task].step(value)
-            mean_val = float(np.mean(list(val.values())))
-            record.update({"val_average_mAP": val, "val_mean_average_mAP": mean_val,
+            selection = values.get("ema", values[train_cfg.plateau_gate.model])
+            mean_val = float(np.mean(list(selection.values())))
+            record.update({"val_average_mAP": selection, "val_mean_average_mAP": mean_val,
                            "gated": {t: g.gated for t, g in self.gates.items()}})
-            self.tracker.log_metrics({**{f"val/{t}/average_mAP": v for t, v in val.items()},
-                                      "val/mean_average_mAP": mean_val}, step=epoch)
-            if mean_val > self.best_metric:
-                self.best_metric = mean_val
-                self.best_epoch = epoch
+            if "raw" in values:
+                record["val_average_mAP_raw_model"] = values["raw"]
+            logged = {f"val/{t}/average_mAP": v for t, v in selection.items()}
+            logged["val/mean_average_mAP"] = mean_val
+            self.tracker.log_metrics(logged, step=epoch)
+            if train_cfg.exported_weights == "best_validation" and mean_val > self.best_metric:
+                self.best_metric, self.best_epoch = mean_val, epoch
                 self._export_best()
             if self.context.is_main:
                 LOGGER.info("epoch %d/%d: validation average mAP %s (best epoch %s)", epoch + 1,
-                            self.total_epochs, {t: round(v, 4) for t, v in val.items()},
+                            self.total_epochs, {t: round(v, 4) for t, v in selection.items()},
                             self.best_epoch)
+        if train_cfg.exported_weights == "last_epoch" and epoch + 1 == self.total_epochs:
+            self.best_metric = record.get("val_mean_average_mAP", math.nan)
+            self.best_epoch = epoch
+            self._export_best()
         self.history.append(record)
 
-    BEST_WEIGHTS = "best.safetensors"
-
     def _export_best(self) -> None:
-        """Save the EMA weights of the new best epoch in the work directory (they move to the
-        output directory when training finishes, so a killed and resumed run still has them)."""
-        if not self.context.is_main:
-            return
-        export_weights(self.work_dir / self.BEST_WEIGHTS, self.ema.module.state_dict(),
-                       self.export_metadata())
+        """Save the EMA weights selected so far in the work directory (they move to the output
+        directory when training finishes, so a killed and resumed run still has them)."""
+        if self.context.is_main:
+            export_weights(self.work_dir / self.BEST_WEIGHTS, self.step.ema.module.state_dict(),
+                           self.export_metadata())
 
     def export_metadata(self) -> dict[str, Any]:
         """Metadata stored beside the exported weights: what evaluation and ``uniav predict``
         need to rebuild the model and to turn a new video into its inputs."""
         features = {task: data.train.store.meta for task, data in self.data.items()}
         return {"format": "uniav-weights-v1", "experiment": self.experiment.name,
-                "model_spec": self.spec.to_dict(),
+                "protocol": self.config.protocol, "model_spec": self.spec.to_dict(),
                 "classes": {t: d.train.classes for t, d in self.data.items()},
                 "tasks": {t: {"data": to_plain(s.data), "task": to_plain(s.task)}
                           for t, s in self.experiment.specs.items()},
                 "features": features, "features_config": to_plain(self.config.features),
-                "eval": to_plain(self.config.eval),
+                "eval": to_plain(self.config.eval), "data_report": self.data_report,
                 "config_hash": self.config_hash, "best_epoch": self.best_epoch,
+                "exported_weights": self.experiment.train.exported_weights,
                 "best_validation_mAP": self.best_metric}
 
     # ---- the loop --------------------------------------------------------------------------
@@ -397,6 +321,7 @@ class Trainer:
         self.resume()
         train_cfg = self.experiment.train
         self.tracker.log_params({"experiment": self.experiment.to_dict(),
+                                 "protocol": self.config.protocol,
                                  "iterations_per_epoch": self.iterations_per_epoch,
                                  "total_iterations": self.total_iterations,
                                  "world_size": self.context.world_size})
@@ -406,18 +331,15 @@ class Trainer:
         self.network.train()
         started = time.perf_counter() - self.elapsed
         while self.iteration < self.total_iterations:
-            step_metrics = {}
-            for task in self.experiment.tasks:
-                if not self._runs_task(task):
-                    continue
-                losses = self._task_step(task)
-                if not all(math.isfinite(v) for v in losses.values()):
-                    raise FloatingPointError(f"task {task!r}: non-finite loss {losses} at "
-                                             f"iteration {self.iteration}")
-                self.epoch_losses[task].append(losses["final_loss"])
-                step_metrics.update({f"train/{task}/{k}": v for k, v in losses.items()})
-            step_metrics["train/lr"] = self.scheduler.get_last_lr()[0]
-            self.scheduler.step()
+            if self.iteration % self.iterations_per_epoch == 0 and train_cfg.sampler == "released":
+                for stream in self.streams.values():
+                    stream.restart()
+            lr = self.step.lr
+            results = self.step.iteration(self.experiment.tasks, self._task_step)
+            step_metrics = {"train/lr": lr}
+            for task, result in results.items():
+                self.epoch_losses[task].append(result.losses["final_loss"])
+                step_metrics.update({f"train/{task}/{k}": v for k, v in result.losses.items()})
             self.tracker.log_metrics(step_metrics, step=self.iteration)
             self.iteration += 1
             bar.update(1)
@@ -441,22 +363,29 @@ class Trainer:
                                    finished=False)
         bar.close()
         self.tracker.flush()
+        return self._finish()
+
+    def _finish(self) -> TrainResult:
+        """Move the selected weights into place and write ``training.json``."""
         history_path = self.output_dir / "training.json"
         weights_path = self.output_dir / "model.safetensors"
         if self.context.is_main:
             best = self.work_dir / self.BEST_WEIGHTS
             if not best.exists():
-                raise InputError("training ended without best weights (no validation ran?)",
+                raise InputError("training ended without selected weights (no validation ran?)",
                                  file=best)
             with atomic_path(weights_path) as tmp:
                 shutil.copyfile(best, tmp)
             atomic_write_json(history_path, {
                 "experiment": self.experiment.name, "tasks": self.experiment.tasks,
-                "config_hash": self.config_hash, "best_epoch": self.best_epoch,
+                "protocol": self.config.protocol, "config_hash": self.config_hash,
+                "exported_weights": self.experiment.train.exported_weights,
+                "best_epoch": self.best_epoch,
                 "best_validation_mean_average_mAP": self.best_metric,
                 "iterations": self.iteration, "iterations_per_epoch": self.iterations_per_epoch,
                 "epochs": self.total_epochs, "seconds": round(self.elapsed, 2),
-                "world_size": self.context.world_size, "history": self.history})
+                "world_size": self.context.world_size, "data_report": self.data_report,
+                "history": self.history})
         barrier(self.context)
         return TrainResult(weights_path, history_path, self.best_epoch,
                            self.best_metric, self.iteration, finished=True)

@@ -208,8 +208,8 @@ def validate_thresholds(thresholds: Iterable[float]) -> np.ndarray:
 def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Mapping[str, Any],
                        *, thresholds: Iterable[float] = ACTIVITYNET_THRESHOLDS,
                        classes: Sequence[str] | None = None, subset: str | None = None,
-                       remove_duplicate_gt: bool = False, duplicate_tolerance: float = 1e-3
-                       ) -> DetectionResult:
+                       remove_duplicate_gt: bool = False, duplicate_tolerance: float = 1e-3,
+                       allow_zero_length_gt: bool = False) -> DetectionResult:
     """ActivityNet-protocol detection mAP of predictions against ground truth.
 
     Args:
@@ -223,6 +223,10 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
         remove_duplicate_gt: drop ground-truth instances repeating an earlier one of the same
             video and label (bounds within ``duplicate_tolerance`` seconds).
         duplicate_tolerance: see ``remove_duplicate_gt``.
+        allow_zero_length_gt: accept zero-length ground-truth instances as instances no
+            prediction can match (their tIoU with any positive-length segment is 0) - what the
+            released evaluator does with the zero-length segments of the real ActivityNet file;
+            by default they are an error.
 
     Returns:
         The :class:`DetectionResult`.
@@ -238,7 +242,8 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
     class_position = {name: i for i, name in enumerate(classes)}
     if len(class_position) != len(classes):
         raise ValueError("the class list has repeated names")
-    gt = _ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance)
+    gt = _ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance,
+                              allow_zero_length_gt)
     if gt.classes.size == 0:
         raise InputError(f"the {len(videos)} evaluated videos have no ground-truth instance; "
                          f"mAP is undefined", field="annotations")
@@ -305,7 +310,8 @@ class _GroundTruthArrays:
 
 
 def _ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str, int],
-                         remove_duplicates: bool, tolerance: float) -> _GroundTruthArrays:
+                         remove_duplicates: bool, tolerance: float,
+                         allow_zero_length: bool = False) -> _GroundTruthArrays:
     """Validated ground truth as flat arrays (video by video, in annotation order).
 
     Raises:
@@ -330,7 +336,9 @@ def _ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str
         labels.extend(video_labels)
     video_index = np.repeat(np.arange(len(videos), dtype=np.int64), counts)
     all_segments = np.concatenate(segment_parts).reshape(-1, 2)
-    ok = np.isfinite(all_segments).all(axis=1) & (all_segments[:, 1] > all_segments[:, 0])
+    longer = all_segments[:, 1] >= all_segments[:, 0] if allow_zero_length else \
+        all_segments[:, 1] > all_segments[:, 0]
+    ok = np.isfinite(all_segments).all(axis=1) & longer
     if not ok.all():
         row = int(np.argmin(ok))
         video = videos[int(video_index[row])]

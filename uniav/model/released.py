@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from uniav.errors import InputError
-from uniav.model.model import ModelSpec, UniAV
+from uniav.model.model import ModelSpec, TaskHeadConfig, UniAV
 
 #: Task keys of the released config -> task names.
 RELEASED_TASK_KEYS = {"TASK1": "tal", "TASK2": "avel", "TASK3": "sed"}
@@ -77,6 +77,48 @@ def convert_state_dict(released: Mapping[str, torch.Tensor],
                               f"reg_head.offset_heads.{task_keys[key]}.")
         converted[new] = tensor
     return converted
+
+
+def released_model_spec(model: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], *,
+                        prompt_dim: int, droppath: float = 0.0) -> ModelSpec:
+    """The :class:`~uniav.model.ModelSpec` of a model configured as the released code does.
+
+    Args:
+        model: the released ``model`` config keys (``input_dim_V``, ``input_dim_A``,
+            ``embd_dim``, ``head_dim``, ``n_head``, ``backbone_arch``, ``scale_factor``,
+            ``regression_range``, ``embd_kernel_size``, ``head_kernel_size``,
+            ``head_num_layers``, ``embd_with_ln``, ``head_with_ln``, ``use_abs_pe``; optional
+            ``dropout``, ``cls_prior_prob``, ``loss_normalizer_momentum``).
+        tasks: per task ``num_classes``, ``max_seq_len``, ``class_aware``,
+            ``label_smoothing``, ``init_loss_norm`` (in the released task order).
+        prompt_dim: width of the prompt embeddings.
+        droppath: the drop-path rate.
+
+    Returns:
+        The spec, with the released position interpolation.
+    """
+    from uniav.config import ModelConfig, parse
+
+    config = parse(ModelConfig, {
+        "preset": "paper", "embd_dim": model["embd_dim"], "head_dim": model["head_dim"],
+        "n_head": model["n_head"], "arch": list(model["backbone_arch"]),
+        "scale_factor": model["scale_factor"], "regression_ranges": model["regression_range"],
+        "embd_kernel_size": model["embd_kernel_size"],
+        "head_kernel_size": model["head_kernel_size"],
+        "head_num_layers": model["head_num_layers"], "embd_with_ln": model["embd_with_ln"],
+        "head_with_ln": model["head_with_ln"], "use_abs_pe": model["use_abs_pe"],
+        "droppath": droppath, "dropout": model.get("dropout", 0.0),
+        "cls_prior_prob": model.get("cls_prior_prob", 0.01),
+        "loss_norm_momentum": model.get("loss_normalizer_momentum", 0.9),
+        "position_interpolation": "released"}, "model")
+    heads = {name: TaskHeadConfig(num_classes=task["num_classes"],
+                                  max_seq_len=task["max_seq_len"],
+                                  class_aware=task["class_aware"],
+                                  label_smoothing=task["label_smoothing"],
+                                  init_loss_norm=task["init_loss_norm"])
+             for name, task in tasks.items()}
+    return ModelSpec(model=config, tasks=heads, visual_dim=model["input_dim_V"],
+                     audio_dim=model["input_dim_A"], text_dim=prompt_dim)
 
 
 def read_released_checkpoint(path: str | Path, use_ema: bool = True) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
-"""From raw per-level model outputs to scored segments in seconds (DESIGN section 6.9).
+"""From raw per-level model outputs to scored segments in seconds (docs/architecture.md).
 
 :func:`decode_video` reproduces the released UniAV ``inference_single_video`` step by step;
-:func:`postprocess_video` chains it with :func:`~uniav.postprocess.nms.batched_nms` and
-:func:`grid_to_seconds`, as the released ``postprocessing`` does.  Pure torch on the CPU; no
+:func:`postprocess_video` chains it with :func:`~uniav.postprocess.nms.batched_nms` and the
+grid-to-seconds conversion (:meth:`uniav.grid.TimeGrid.to_seconds`), as the released
+``postprocessing`` does.  Pure torch on the CPU; no
 model import.
 
 Grid convention (``docs/architecture.md``): feature step ``x`` covers frames
@@ -19,60 +20,12 @@ Documented choices where the released code is silent or unstable:
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from typing import Sequence
 
-import numpy as np
 import torch
 
+from uniav.grid import TimeGrid
 from uniav.postprocess.nms import NMSMethod, batched_nms
-
-ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
-
-
-def grid_to_seconds(segments: ArrayT, *, feat_stride: float, window_frames: float, fps: float,
-                    duration: float) -> ArrayT:
-    """Feature-grid positions to seconds, clamped to the video.
-
-    ``t = (x * feat_stride + 0.5 * window_frames) / fps``, then clamped to ``[0, duration]``.
-
-    Args:
-        segments: grid positions, any shape (torch tensor or numpy array).
-        feat_stride: frames between consecutive feature steps (may be fractional).
-        window_frames: frames each feature step covers.
-        fps: frames per second.
-        duration: video length in seconds.
-
-    Returns:
-        Seconds, same type and shape as ``segments``.
-    """
-    if not fps > 0 or not feat_stride > 0:
-        raise ValueError(f"fps and feat_stride must be > 0, got fps={fps}, "
-                         f"feat_stride={feat_stride}")
-    seconds = (segments * feat_stride + 0.5 * window_frames) / fps
-    if isinstance(seconds, torch.Tensor):
-        return torch.clamp(seconds, min=0.0, max=float(duration))
-    return np.clip(seconds, 0.0, duration)
-
-
-def seconds_to_grid(segments: ArrayT, *, feat_stride: float, window_frames: float,
-                    fps: float) -> ArrayT:
-    """Seconds to feature-grid positions, the inverse of :func:`grid_to_seconds` (no clamping).
-
-    ``x = (t * fps - 0.5 * window_frames) / feat_stride``.
-
-    Args:
-        segments: times in seconds, any shape (torch tensor or numpy array).
-        feat_stride: frames between consecutive feature steps.
-        window_frames: frames each feature step covers.
-        fps: frames per second.
-
-    Returns:
-        Grid positions, same type and shape as ``segments``.
-    """
-    if not fps > 0 or not feat_stride > 0:
-        raise ValueError(f"fps and feat_stride must be > 0, got fps={fps}, "
-                         f"feat_stride={feat_stride}")
-    return (segments * fps - 0.5 * window_frames) / feat_stride
 
 
 def decode_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
@@ -153,7 +106,7 @@ def _check_level(level: int, logits: torch.Tensor, offsets: torch.Tensor,
 
 def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
                       masks: Sequence[torch.Tensor], level_strides: Sequence[int], *,
-                      feat_stride: float, window_frames: float, fps: float, duration: float,
+                      grid: TimeGrid, duration: float,
                       pre_nms_threshold: float = 0.001, pre_nms_topk: int = 2000,
                       duration_threshold: float = 0.05, nms_method: NMSMethod = "soft",
                       iou_threshold: float = 0.7, sigma: float = 0.5, min_score: float = 0.001,
@@ -165,8 +118,8 @@ def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torc
     Args:
         cls_logits, offsets, masks, level_strides: the video's raw outputs, as for
             :func:`decode_video`.
-        feat_stride, window_frames, fps, duration: the video's grid, as for
-            :func:`grid_to_seconds`.
+        grid: the video's effective :class:`~uniav.grid.TimeGrid`.
+        duration: the video's length in seconds (segments are clamped to it).
         pre_nms_threshold, pre_nms_topk, duration_threshold: see :func:`decode_video`.
         nms_method, iou_threshold, sigma, min_score, max_segments, multiclass,
             voting_threshold: see :func:`~uniav.postprocess.nms.batched_nms` (``sigma`` is
@@ -183,7 +136,6 @@ def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torc
         segments.cpu(), scores.cpu(), labels.cpu(), method=nms_method,
         iou_threshold=iou_threshold, sigma=sigma, min_score=min_score,
         max_segments=max_segments, multiclass=multiclass, voting_threshold=voting_threshold)
-    seconds = grid_to_seconds(segments, feat_stride=feat_stride, window_frames=window_frames,
-                              fps=fps, duration=duration)
+    seconds = grid.to_seconds(segments, duration)
     inside = seconds[:, 1] > seconds[:, 0]
     return seconds[inside], scores[inside], labels[inside]

@@ -1,6 +1,6 @@
 """Feature extraction (``uniav extract``): decode, window on the dataset grid, encode, store.
 
-**The grid.**  A video decoded to ``N`` frames at ``fps`` has
+**The grid** (:class:`uniav.grid.TimeGrid`).  A video decoded to ``N`` frames at ``fps`` has
 
     T = 1 + floor((N - window_frames) / feat_stride)   steps   (T = 1 when N < window_frames)
 
@@ -39,6 +39,7 @@ import numpy as np
 from uniav.config import Config, FeaturesConfig
 from uniav.prepare.parallel import parallel_map
 from uniav.data.annotations import load_annotations
+from uniav.grid import TimeGrid
 from uniav.prepare.encoders import Encoder, audio_window_samples, get_encoder
 from uniav.data.features import (META_FILE, FeatureLayout, FeatureStore, layout_of, pack_hdf5,
                                  write_meta, write_npy_video)
@@ -50,39 +51,6 @@ LOG = logging.getLogger(__name__)
 
 #: Extensions tried, in order, when looking for ``<media dir>/<video_id>.<ext>``.
 MEDIA_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".flv", ".mpg", ".mpeg")
-
-
-def num_steps(num_frames: int, feat_stride: int, window_frames: int) -> int:
-    """Number of feature steps of a video (see module docs).
-
-    Args:
-        num_frames: decoded frames at the grid's fps (>= 1).
-        feat_stride: grid stride in frames.
-        window_frames: window length in frames.
-
-    Returns:
-        ``1 + (num_frames - window_frames) // feat_stride``, at least 1.
-    """
-    if num_frames <= 0:
-        raise ValueError("a video needs at least one frame")
-    if num_frames < window_frames:
-        return 1
-    return 1 + (num_frames - window_frames) // feat_stride
-
-
-def step_centres(steps: int, feat_stride: int, window_frames: int, fps: float) -> np.ndarray:
-    """Centre times of feature steps.
-
-    Args:
-        steps: number of steps T.
-        feat_stride: grid stride in frames.
-        window_frames: window length in frames.
-        fps: frame rate.
-
-    Returns:
-        (T,) seconds, ``(x * feat_stride + window_frames / 2) / fps``.
-    """
-    return (np.arange(steps) * feat_stride + 0.5 * window_frames) / fps
 
 
 def _resolve(encoder: str | Encoder, features_config: FeaturesConfig | None,
@@ -119,11 +87,12 @@ def features_of_media(media: DecodedMedia, *, feat_stride: int, window_frames: i
     if media.sample_rate != audio_encoder.sample_rate:
         raise ValueError(f"audio at {media.sample_rate} Hz but {audio_encoder.name!r} needs "
                          f"{audio_encoder.sample_rate} Hz")
-    steps = num_steps(len(media.frames), feat_stride, window_frames)
+    grid = TimeGrid(media.fps, feat_stride, window_frames)
+    steps = grid.steps_of_frames(len(media.frames))
     frame_starts = np.arange(steps) * feat_stride  # (T,)
     visual = visual_encoder.encode_clip(media.frames, frame_starts, window_frames)
     window_samples = audio_window_samples(audio_encoder)
-    centres = step_centres(steps, feat_stride, window_frames, media.fps)  # (T,) seconds
+    centres = grid.step_centres(steps)  # (T,) seconds
     sample_starts = np.rint(centres * media.sample_rate).astype(np.int64) - window_samples // 2
     audio = audio_encoder.encode_clip(media.audio, sample_starts, window_samples)
     for name, array, encoder in (("visual", visual, visual_encoder),

@@ -29,14 +29,14 @@ import numpy as np
 from uniav.config import Config
 from uniav.data.annotations import VideoAnnotation, load_annotations
 from uniav.data.features import FeatureStore, layout_of
+from uniav.grid import TimeGrid
 
 #: Probe inputs: name -> which modalities are concatenated.
 INPUTS = {"A+V": ("audio", "visual"), "A": ("audio",), "V": ("visual",)}
 AMBIGUOUS = -1
 
 
-def step_labels(video: VideoAnnotation, classes: list[str], steps: int, feat_stride: int,
-                window_frames: int, fps: float,
+def step_labels(video: VideoAnnotation, classes: list[str], steps: int, grid: TimeGrid,
                 segments: np.ndarray | None = None) -> np.ndarray:
     """Label of every step: class index, ``len(classes)`` for background, -1 when ambiguous.
 
@@ -44,16 +44,14 @@ def step_labels(video: VideoAnnotation, classes: list[str], steps: int, feat_str
         video: the video's annotation.
         classes: the class list (label order).
         steps: number of feature steps.
-        feat_stride: grid stride in frames.
-        window_frames: window in frames.
-        fps: frame rate of the grid.
+        grid: the task's feature grid.
         segments: (M, 2) seconds to use instead of the annotation's (labels then ignored: any
             covered step gets label 0) - used to mark distractor steps.
 
     Returns:
         (T,) int64.
     """
-    centres = (np.arange(steps) * feat_stride + 0.5 * window_frames) / fps  # (T,)
+    centres = grid.step_centres(steps)  # (T,)
     background = len(classes)
     labels = np.full(steps, background, dtype=np.int64)
     if segments is None:
@@ -96,10 +94,10 @@ def probe_arrays(config: Config, task: str) -> dict[str, dict[str, np.ndarray]]:
             continue
         visual, audio = store.read(video_id)
         steps = len(visual)
-        grid = (data.feat_stride, data.window_frames, data.fps)
-        labels = step_labels(video, database.classes, steps, *grid)
+        grid = TimeGrid.of(data)
+        labels = step_labels(video, database.classes, steps, grid)
         distractors = [d["segment"] for d in raw["database"][video_id].get("distractors", [])]
-        distractor = step_labels(video, database.classes, steps, *grid,
+        distractor = step_labels(video, database.classes, steps, grid,
                                  segments=np.asarray(distractors, dtype=np.float64).reshape(-1, 2))
         parts = out[split]
         parts["visual"].append(visual)
