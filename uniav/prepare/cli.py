@@ -190,10 +190,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "download", help="fetch, verify and unpack the paper benchmark (datasets.paper.manifest)",
         description="Bring every file of datasets.paper.manifest into place under the benchmark "
-                    "root: download (http, https, file://) or take hand-downloaded files (local "
-                    "paths), resume partial downloads, verify SHA-256, unpack archives safely. "
-                    "Files already present with the right checksum are not fetched again. "
-                    "See docs/datasets.md.")
+                    "root: take hand-downloaded files (local paths, file://) or download them "
+                    "(http, https), trying each entry's url and then its mirrors, verify SHA-256, "
+                    "unpack archives safely. Files already present with the right checksum are "
+                    "not fetched again. See docs/datasets.md.")
     add_config_arguments(parser)
     parser.add_argument("--only", nargs="+", action="extend", metavar="NAME", default=None,
                         help="process only these manifest entries (by name)")
@@ -205,9 +205,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "download and record its SHA-256 in <root>/checksums.lock.json, "
                              "against which later runs verify it")
     parser.add_argument("--retries", type=int, default=5, metavar="N",
-                        help="retries of a failed HTTP transfer, each resuming (default: %(default)s)")
+                        help="retries of a failed HTTP transfer (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="socket timeout (default: %(default)s)")
+                        help="HTTP connect and read timeout (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_download)
 
