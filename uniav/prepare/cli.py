@@ -140,8 +140,7 @@ def _paper_replica(args: argparse.Namespace) -> int:
           f"{args.directory}/replica.json")
     if args.layout == "archives":
         print("next: uniav download --set benchmark=paper "
-              f"--set datasets.paper.root={args.directory} --pin-unknown-checksums "
-              "(with the manifest's prompt entries pointed at downloads/<dataset>/<prompt>.npy)")
+              f"--set datasets.paper.root={args.directory} --pin-unknown-checksums")
     return 0
 
 
@@ -220,9 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with random but learnable features and the quirks of the real files planted "
                     "in known numbers (DIR/replica.json). Then `uniav download --set "
                     "benchmark=paper --set datasets.paper.root=DIR --pin-unknown-checksums` "
-                    "takes, verifies and unpacks them offline (with the manifest's prompt "
-                    "entries pointed at downloads/<dataset>/<prompt>.npy). Same seed and size: "
-                    "byte-identical files.")
+                    "takes, verifies and unpacks them offline with the shipped params.yaml. "
+                    "Same seed and size: byte-identical files.")
     parser.add_argument("directory", metavar="DIR",
                         help="where to write (created; must be empty unless --force)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
