@@ -445,6 +445,7 @@ def test_a_checksum_mismatch_of_the_first_source_is_an_error_not_a_fall_through(
                        tmp_path, **FAST)
     message = str(caught.value)
     assert "'p'" in message and "downloads/p.npy" in message and sha(right) in message
+    assert "next sources were not tried" in message
     assert caught.value.file == str(tmp_path / "ds" / "p.npy")
     assert server.requests == []
     assert not (tmp_path / "ds" / "p.npy").exists() and not list(tmp_path.glob("ds/*.part"))

@@ -357,10 +357,11 @@ def _ensure_file(entry: ManifestEntry, dest: Path, sources: list[Source], expect
         if expected is not None and actual != expected:
             part.unlink(missing_ok=True)
             kept = "; the previous copy at the destination was kept" if dest.exists() else ""
+            rest = ("; the next sources were not tried (a wrong file is not a transient failure)"
+                    if source is not sources[-1] else "")
             raise ChecksumError(f"SHA-256 mismatch for manifest entry {entry.name!r} from "
                                 f"{source.url}: expected {expected}, got {actual}; the file was "
-                                f"discarded (a wrong file is not retried from a mirror){kept}",
-                                file=dest)
+                                f"discarded{kept}{rest}", file=dest)
         fsync_file(part)
         os.replace(part, dest)
         fsync_dir(dest.parent)
