@@ -1,12 +1,14 @@
-"""Atomic file writes: a crash never leaves a partial file under the final name.
+"""Atomic file writes (a crash never leaves a partial file under the final name), file hashes,
+inter-process file locks and strict JSON/YAML readers.
 
-Recipe: write a temp file in the same directory, flush and fsync it, ``os.replace`` it onto the
-final name (atomic on POSIX), then fsync the directory so the rename itself is durable.
+Atomic-write recipe: write a temp file in the same directory, flush and fsync it, ``os.replace``
+it onto the final name (atomic on POSIX), then fsync the directory so the rename itself is durable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -63,6 +65,35 @@ def fsync_dir(directory: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a file, as 64 lower-case hex digits (read ``chunk_size`` bytes at a time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
+
+    Serialises read-modify-write updates between processes (parallel pipeline jobs).  On platforms
+    without ``fcntl`` it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX platforms: no inter-process lock
+        yield
+        return
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

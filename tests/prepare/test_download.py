@@ -1,4 +1,5 @@
-"""Download, resume, checksum policy and safe unpacking, against a real HTTP server on 127.0.0.1."""
+"""Download, retries, mirrors, checksum policy and safe unpacking, against a real HTTP server on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import random
 import re
 import stat
 import subprocess
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 import yaml
 
 from uniav.config import ManifestEntry
+from uniav.prepare.archives import is_unpack_complete, list_archive, marker_path, unpack_archive
 from uniav.prepare.download import (
     LOCK_FILE_NAME,
     DownloadError,
@@ -27,10 +31,6 @@ from uniav.prepare.download import (
     UnknownChecksumError,
     download_entry,
     download_manifest,
-    is_unpack_complete,
-    list_archive,
-    marker_path,
-    unpack_archive,
     unpack_target,
 )
 from uniav.errors import ChecksumError, ConfigError, InputError
@@ -49,13 +49,14 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 
 def entry(name: str, url: str, dest: str, sha256: str | None = None, unpack: bool = False,
-          description: str = "") -> ManifestEntry:
+          description: str = "", mirrors: tuple[str, ...] = ()) -> ManifestEntry:
     return ManifestEntry(name=name, url=url, dest=dest, sha256=sha256, unpack=unpack,
-                         description=description)
+                         description=description, mirrors=list(mirrors))
 
 
 # --------------------------------------------------------------------------------------------
-# A loopback HTTP server with Range support and scripted misbehaviour
+# A loopback HTTP server with scripted misbehaviour (and Range support, which the client must
+# not use: it never resumes)
 # --------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -66,8 +67,11 @@ class Served:
     etag: str | None = '"v1"'
     last_modified: str | None = None
     ignore_range: bool = False       # always answer 200 with the whole body
-    drop_after: int | None = None    # first response: send this many body bytes, then hang up
-    fail_first: int = 0              # answer 500 to this many requests first
+    drop_after: int | None = None    # send this many body bytes, then hang up ...
+    drop_times: int = 1              # ... in this many responses
+    fail_first: int = 0              # answer fail_status to this many requests first
+    fail_status: int = 500
+    retry_after: str | None = None   # Retry-After header of those failures
     status: int = 200                # e.g. 404
 
 
@@ -106,8 +110,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if served.fail_first > 0:
             served.fail_first -= 1
-            seen.status = 500
-            self._reply_empty(500)
+            seen.status = served.fail_status
+            self._reply_empty(served.fail_status, served.retry_after)
             return
         body = served.body
         validator = served.etag or served.last_modified
@@ -137,17 +141,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Last-Modified", served.last_modified)
         self.end_headers()
         remaining = body[start:]
-        if served.drop_after is not None:
-            cut, served.drop_after = served.drop_after, None
-            self.wfile.write(remaining[:cut])
+        if served.drop_after is not None and served.drop_times > 0:
+            served.drop_times -= 1
+            self.wfile.write(remaining[:served.drop_after])
             self.wfile.flush()
             self.close_connection = True
             return
         self.wfile.write(remaining)
 
-    def _reply_empty(self, status: int) -> None:
+    def _reply_empty(self, status: int, retry_after: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Length", "0")
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         self.end_headers()
 
 
@@ -168,7 +174,7 @@ def server():
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP download, resume, retries
+# HTTP download and retries (no resume: a cut transfer restarts from zero)
 # --------------------------------------------------------------------------------------------
 
 def test_http_download_verifies_and_places_file(server, tmp_path):
@@ -177,71 +183,44 @@ def test_http_download_verifies_and_places_file(server, tmp_path):
     result = download_entry(entry("a", url, "sub/a.bin", sha(body)), tmp_path, **FAST)
     dest = tmp_path / "sub" / "a.bin"
     assert dest.read_bytes() == body
-    assert (result.action, result.sha256, result.path) == ("downloaded", sha(body), dest)
+    assert (result.action, result.sha256, result.path, result.source) == (
+        "downloaded", sha(body), dest, url)
     assert [s.status for s in server.requests] == [200]
     assert "Range" not in server.requests[0].headers
     assert sorted(p.name for p in dest.parent.iterdir()) == ["a.bin"]  # no .part left
 
 
-def test_resume_after_connection_drop_uses_range_and_if_range(server, tmp_path):
+def test_connection_drop_restarts_the_transfer_from_zero(server, tmp_path):
     body = payload(200_000, seed=1)
     url = server.serve("/big.bin", Served(body, drop_after=70_000))
     download_entry(entry("big", url, "big.bin", sha(body)), tmp_path, **FAST)
     assert (tmp_path / "big.bin").read_bytes() == body
-    first, second = server.requests
-    assert first.status == 200 and "Range" not in first.headers
-    assert second.status == 206
-    assert second.headers["Range"] == "bytes=70000-"
-    assert second.headers["If-Range"] == '"v1"'
-    assert not list(tmp_path.glob("big.bin.part*"))
+    assert [s.status for s in server.requests] == [200, 200]
+    assert all("Range" not in s.headers for s in server.requests)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
 
 
-def test_resume_uses_last_modified_when_there_is_no_strong_etag(server, tmp_path):
-    body = payload(90_000, seed=2)
-    modified = "Wed, 21 Oct 2015 07:28:00 GMT"
-    url = server.serve("/lm.bin", Served(body, etag=None, last_modified=modified, drop_after=10_000))
-    download_entry(entry("lm", url, "lm.bin", sha(body)), tmp_path, **FAST)
-    assert (tmp_path / "lm.bin").read_bytes() == body
-    assert server.requests[1].headers["If-Range"] == modified
-    assert server.requests[1].status == 206
+def test_connection_drops_until_the_last_retry_leave_nothing_behind(server, tmp_path):
+    body = payload(50_000, seed=2)
+    url = server.serve("/cut.bin", Served(body, drop_after=1_000, drop_times=100))
+    with pytest.raises(DownloadError, match="after 2 attempts.*connection lost") as caught:
+        download_entry(entry("cut", url, "cut.bin", sha(body)), tmp_path,
+                       **{**FAST, "retries": 1})
+    assert caught.value.file == str(tmp_path / "cut.bin")
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_resume_of_a_part_file_left_by_an_earlier_run(server, tmp_path):
+@pytest.mark.parametrize("pin_unknown", [False, True])
+def test_a_part_file_left_by_an_earlier_run_is_overwritten_not_resumed(server, tmp_path,
+                                                                        pin_unknown):
     body = payload(120_000, seed=3)
-    (tmp_path / "r.bin.part").write_bytes(body[:50_000])
+    (tmp_path / "r.bin.part").write_bytes(b"spliced?" * 6_000)
     url = server.serve("/r.bin", Served(body))
-    download_entry(entry("r", url, "r.bin", sha(body)), tmp_path, **FAST)
+    download_entry(entry("r", url, "r.bin", None if pin_unknown else sha(body)), tmp_path,
+                   pin_unknown=pin_unknown, **FAST)
     assert (tmp_path / "r.bin").read_bytes() == body
-    assert len(server.requests) == 1
-    assert server.requests[0].headers["Range"] == "bytes=50000-"
-    assert server.requests[0].status == 206
-
-
-def test_complete_part_file_is_finished_on_416(server, tmp_path):
-    body = payload(30_000, seed=4)
-    (tmp_path / "c.bin.part").write_bytes(body)
-    url = server.serve("/c.bin", Served(body))
-    download_entry(entry("c", url, "c.bin", sha(body)), tmp_path, **FAST)
-    assert (tmp_path / "c.bin").read_bytes() == body
-    assert [s.status for s in server.requests] == [416]
-
-
-@pytest.mark.parametrize("served_kwargs, sidecar_etag", [
-    ({"ignore_range": True}, None),          # a server without range support answers 200
-    ({}, '"an-older-version"'),              # If-Range does not match: the file changed -> 200
-])
-def test_full_response_to_a_range_request_restarts_from_zero(server, tmp_path, served_kwargs,
-                                                             sidecar_etag):
-    body = payload(80_000, seed=5)
-    url = server.serve("/x.bin", Served(body, **served_kwargs))
-    (tmp_path / "x.bin.part").write_bytes(b"garbage!" * 5_000)  # appending to it would corrupt
-    if sidecar_etag is not None:
-        (tmp_path / "x.bin.part.json").write_text(json.dumps({"url": url, "etag": sidecar_etag}))
-    download_entry(entry("x", url, "x.bin", sha(body)), tmp_path, **FAST)
-    assert (tmp_path / "x.bin").read_bytes() == body
-    assert len(server.requests) == 1
-    assert server.requests[0].headers["Range"] == "bytes=40000-"
-    assert server.requests[0].status == 200
+    assert len(server.requests) == 1 and "Range" not in server.requests[0].headers
+    assert not (tmp_path / "r.bin.part").exists()
 
 
 def test_retries_server_errors_then_succeeds(server, tmp_path):
@@ -252,11 +231,25 @@ def test_retries_server_errors_then_succeeds(server, tmp_path):
     assert [s.status for s in server.requests] == [500, 500, 200]
 
 
+def test_transient_503_is_retried_and_retry_after_is_capped(server, tmp_path):
+    body = payload(10_000, seed=16)
+    url = server.serve("/busy.bin", Served(body, fail_first=2, fail_status=503,
+                                           retry_after="3600"))
+    started = time.monotonic()
+    download_entry(entry("busy", url, "busy.bin", sha(body)), tmp_path,
+                   **{**FAST, "max_backoff": 0.05})
+    assert time.monotonic() - started < 10  # an hour's Retry-After was capped at max_backoff
+    assert (tmp_path / "busy.bin").read_bytes() == body
+    assert [s.status for s in server.requests] == [503, 503, 200]
+
+
 def test_gives_up_after_the_last_retry(server, tmp_path):
     url = server.serve("/down.bin", Served(b"x", fail_first=100))
-    with pytest.raises(DownloadError, match="after 3 attempts"):
+    with pytest.raises(DownloadError, match="after 3 attempts: HTTP 500") as caught:
         download_entry(entry("down", url, "down.bin", sha(b"x")), tmp_path,
                        **{**FAST, "retries": 2})
+    assert "'down'" in str(caught.value) and url in str(caught.value)
+    assert caught.value.file == str(tmp_path / "down.bin")
     assert len(server.requests) == 3
     assert not (tmp_path / "down.bin").exists()
 
@@ -338,15 +331,6 @@ def test_pinning_records_the_hash_and_later_runs_verify_it(server, tmp_path):
     assert json.loads((tmp_path / LOCK_FILE_NAME).read_text())["entries"]["pin"]["sha256"] == sha(body)
 
 
-def test_pinning_never_resumes_a_part_without_a_validator(server, tmp_path):
-    body = payload(40_000, seed=12)
-    (tmp_path / "n.bin.part").write_bytes(b"spliced?" * 2_000)  # no sidecar: origin unknown
-    url = server.serve("/n.bin", Served(body))
-    download_entry(entry("n", url, "n.bin"), tmp_path, pin_unknown=True, **FAST)
-    assert "Range" not in server.requests[0].headers
-    assert (tmp_path / "n.bin").read_bytes() == body
-
-
 def test_manifest_refuses_all_unpinned_entries_before_fetching_any(server, tmp_path):
     body = payload(1_000)
     pinned = entry("pinned", server.serve("/ok", Served(body)), "ok", sha(body))
@@ -411,6 +395,95 @@ def test_file_dropped_at_dest_is_used_in_place(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Mirrors: url first, then each mirror; a wrong file is an error, not a reason to try the next
+# --------------------------------------------------------------------------------------------
+
+def test_a_present_local_source_wins_over_the_mirror(server, tmp_path):
+    body = payload(4_000, seed=17)
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "p.npy").write_bytes(body)
+    mirror = server.serve("/p.npy", Served(body))
+    result = download_entry(entry("p", "downloads/p.npy", "ds/p.npy", sha(body),
+                                  mirrors=(mirror,)), tmp_path, **FAST)
+    assert (result.action, result.source) == ("copied", "downloads/p.npy")
+    assert server.requests == []
+
+
+def test_a_missing_local_source_falls_back_to_the_mirror(server, tmp_path, caplog):
+    body = payload(6_000, seed=18)
+    mirror = server.serve("/p.npy", Served(body))
+    manifest_entry = entry("p", "downloads/p.npy", "ds/p.npy", mirrors=(mirror,))
+    with caplog.at_level(logging.INFO, logger="uniav.prepare.download"):
+        result = download_entry(manifest_entry, tmp_path, pin_unknown=True, **FAST)
+    assert (result.action, result.source, result.pinned) == ("downloaded", mirror, True)
+    assert (tmp_path / "ds" / "p.npy").read_bytes() == body
+    assert any(mirror in record.getMessage() and "ds/p.npy" in record.getMessage()
+               for record in caplog.records)  # the log says which source was used
+    lock = json.loads((tmp_path / LOCK_FILE_NAME).read_text())
+    assert lock["entries"]["p"]["url"] == mirror
+
+
+def test_a_failed_download_falls_back_to_the_next_mirror(server, tmp_path):
+    body = payload(3_000, seed=19)
+    gone = server.serve("/gone.npy", Served(b"", status=404))
+    good = server.serve("/good.npy", Served(body))
+    result = download_entry(entry("p", gone, "p.npy", sha(body), mirrors=(good,)), tmp_path,
+                            **FAST)
+    assert result.source == good
+    assert [(s.path, s.status) for s in server.requests] == [("/gone.npy", 404),
+                                                            ("/good.npy", 200)]
+
+
+def test_a_checksum_mismatch_of_the_first_source_is_an_error_not_a_fall_through(server,
+                                                                               tmp_path):
+    right = payload(5_000, seed=20)
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "p.npy").write_bytes(b"a different file")
+    mirror = server.serve("/p.npy", Served(right))
+    with pytest.raises(ChecksumError) as caught:
+        download_entry(entry("p", "downloads/p.npy", "ds/p.npy", sha(right), mirrors=(mirror,)),
+                       tmp_path, **FAST)
+    message = str(caught.value)
+    assert "'p'" in message and "downloads/p.npy" in message and sha(right) in message
+    assert "next sources were not tried" in message
+    assert caught.value.file == str(tmp_path / "ds" / "p.npy")
+    assert server.requests == []
+    assert not (tmp_path / "ds" / "p.npy").exists() and not list(tmp_path.glob("ds/*.part"))
+
+
+def test_a_mismatch_from_a_mirror_is_an_error_too(server, tmp_path):
+    right = payload(5_000, seed=21)
+    first = server.serve("/first.npy", Served(b"", status=404))
+    wrong = server.serve("/wrong.npy", Served(payload(5_000, seed=22)))
+    never = server.serve("/never.npy", Served(right))
+    with pytest.raises(ChecksumError, match="/wrong.npy"):
+        download_entry(entry("p", first, "p.npy", sha(right), mirrors=(wrong, never)), tmp_path,
+                       **FAST)
+    assert [s.path for s in server.requests] == ["/first.npy", "/wrong.npy"]
+
+
+def test_when_no_source_works_the_missing_file_and_the_mirror_errors_are_reported(server,
+                                                                                tmp_path):
+    body = payload(1_000, seed=23)
+    mirror = server.serve("/p.npy", Served(b"", status=404))
+    (tmp_path / "other.bin").write_bytes(body)
+    entries = [entry("p", "downloads/p.npy", "ds/p.npy", sha(b"?"), mirrors=(mirror,)),
+               entry("other", "other.bin", "ds/other.bin", sha(body))]
+    with pytest.raises(MissingSourceError) as caught:
+        download_manifest(entries, tmp_path, **FAST)
+    message = str(caught.value)
+    assert str(tmp_path / "downloads" / "p.npy") in message
+    assert mirror in message and "HTTP 404" in message
+    assert (tmp_path / "ds" / "other.bin").read_bytes() == body  # the other entries went on
+
+    both_http = entry("q", server.serve("/q1", Served(b"", status=404)), "q",
+                      sha(b"?"), mirrors=(server.serve("/q2", Served(b"", status=403)),))
+    with pytest.raises(DownloadError, match="every source failed") as caught:
+        download_entry(both_http, tmp_path, **FAST)
+    assert "/q1" in str(caught.value) and "HTTP 403" in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------
 # Manifest validation
 # --------------------------------------------------------------------------------------------
 
@@ -418,6 +491,7 @@ def test_file_dropped_at_dest_is_used_in_place(tmp_path):
     (entry("up", "x", "../outside.bin", sha(b"")), "inside the root"),
     (entry("abs", "x", "/etc/passwd", sha(b"")), "inside the root"),
     (entry("ftp", "ftp://host/x", "x", sha(b"")), "unsupported URL scheme"),
+    (entry("mirror", "x", "x", sha(b""), mirrors=("ftp://host/x",)), "unsupported URL scheme"),
     (entry("hex", "x", "x", "not-a-hash"), "64 hex"),
     (entry("arch", "x", "x.rar", sha(b""), unpack=True), "archive name"),
 ])
@@ -689,7 +763,8 @@ def test_cli_downloads_verifies_unpacks_and_pins(server, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (root / "ds" / "prompt.npy").read_bytes() == body
     assert (root / "ds" / "av_features" / "v_1_audio.npy").read_bytes() == b"1"
-    assert server.requests[-1].headers["Range"] == "bytes=20000-"
+    assert [s.status for s in server.requests] == [200, 200]  # cut once, fetched again whole
+    assert all("Range" not in s.headers for s in server.requests)
     assert "2 manifest entries in place" in done.stdout
 
     other_root = tmp_path / "other-root"

@@ -86,22 +86,20 @@ def replica(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def downloaded(replica, tmp_path_factory) -> tuple[Path, Path]:
-    """A copy of the replica after `uniav download` (subprocess), and the params file used."""
+    """A copy of the replica after `uniav download` (subprocess) with the shipped params.yaml
+    unchanged (offline: every entry's first source is a file of the replica), and that file."""
     source, _ = replica
     work = tmp_path_factory.mktemp("download")
     root = work / "R"
     shutil.copytree(source, root, copy_function=os.link)  # download only reads its sources
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    for entry in params["datasets"]["paper"]["manifest"]:
-        if entry["name"].endswith("_prompt"):
-            entry["url"] = f"downloads/{entry['dest'].split('/')[0]}/{entry['dest'].split('/')[-1]}"
-    config = work / "params.yaml"
-    config.write_text(yaml.safe_dump(params, sort_keys=False))
+    config = REPO_ROOT / "params.yaml"
     done = subprocess.run(
         [sys.executable, "-m", "uniav", "download", "--no-progress", "--config", str(config),
          "--set", "benchmark=paper", "--set", f"datasets.paper.root={root}",
          "--pin-unknown-checksums"], cwd=work, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    lock = json.loads((root / "checksums.lock.json").read_text())["entries"]
+    assert lock["anet_prompt"]["url"] == "downloads/activitynet13/anet_prompt.npy"  # no mirror
     return root, config
 
 
@@ -129,9 +127,12 @@ def test_files_and_schema(replica):
         expected_files |= {f"{folder}/{name}" for name in spec["archives"]}
     assert set(tree_bytes(root)) == expected_files | {"replica.json"}
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    local = {entry["url"] for entry in params["datasets"]["paper"]["manifest"]
-             if not entry["url"].startswith("https://")}
-    assert len(local) == 7 and local <= expected_files  # the names the manifest expects
+    manifest = params["datasets"]["paper"]["manifest"]
+    local = {entry["url"] for entry in manifest}
+    assert len(local) == 10 and local <= expected_files  # the names the manifest expects first
+    mirrored = {entry["name"] for entry in manifest if entry.get("mirrors")
+                and all(url.startswith("https://") for url in entry["mirrors"])}
+    assert mirrored == {"anet_prompt", "desed_prompt", "unav100_prompt"}  # fetched if not saved
     assert json.loads((root / "replica.json").read_text()) == summary
     for task, spec in EXPECTED.items():
         data = json.loads((root / "downloads" / spec["folder"] / spec["annotations"]).read_text())

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from uniav.config import Config, ModelConfig, resolve_model, to_plain
-from uniav.prepare.download import sha256_file
 from uniav.engine.checkpoint import export_weights
 from uniav.errors import InputError
+from uniav.fileio import sha256_file
 from uniav.model import ModelSpec, TaskHeadConfig
 from uniav.model.released import (RELEASED_TASK_KEYS, infer_released_layout,
                                   load_released_model, read_released_checkpoint)

@@ -140,8 +140,7 @@ def _paper_replica(args: argparse.Namespace) -> int:
           f"{args.directory}/replica.json")
     if args.layout == "archives":
         print("next: uniav download --set benchmark=paper "
-              f"--set datasets.paper.root={args.directory} --pin-unknown-checksums "
-              "(with the manifest's prompt entries pointed at downloads/<dataset>/<prompt>.npy)")
+              f"--set datasets.paper.root={args.directory} --pin-unknown-checksums")
     return 0
 
 
@@ -190,10 +189,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "download", help="fetch, verify and unpack the paper benchmark (datasets.paper.manifest)",
         description="Bring every file of datasets.paper.manifest into place under the benchmark "
-                    "root: download (http, https, file://) or take hand-downloaded files (local "
-                    "paths), resume partial downloads, verify SHA-256, unpack archives safely. "
-                    "Files already present with the right checksum are not fetched again. "
-                    "See docs/datasets.md.")
+                    "root: take hand-downloaded files (local paths, file://) or download them "
+                    "(http, https), trying each entry's url and then its mirrors, verify SHA-256, "
+                    "unpack archives safely. Files already present with the right checksum are "
+                    "not fetched again. See docs/datasets.md.")
     add_config_arguments(parser)
     parser.add_argument("--only", nargs="+", action="extend", metavar="NAME", default=None,
                         help="process only these manifest entries (by name)")
@@ -205,9 +204,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "download and record its SHA-256 in <root>/checksums.lock.json, "
                              "against which later runs verify it")
     parser.add_argument("--retries", type=int, default=5, metavar="N",
-                        help="retries of a failed HTTP transfer, each resuming (default: %(default)s)")
+                        help="retries of a failed HTTP transfer (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="socket timeout (default: %(default)s)")
+                        help="HTTP connect and read timeout (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_download)
 
@@ -220,9 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with random but learnable features and the quirks of the real files planted "
                     "in known numbers (DIR/replica.json). Then `uniav download --set "
                     "benchmark=paper --set datasets.paper.root=DIR --pin-unknown-checksums` "
-                    "takes, verifies and unpacks them offline (with the manifest's prompt "
-                    "entries pointed at downloads/<dataset>/<prompt>.npy). Same seed and size: "
-                    "byte-identical files.")
+                    "takes, verifies and unpacks them offline with the shipped params.yaml. "
+                    "Same seed and size: byte-identical files.")
     parser.add_argument("directory", metavar="DIR",
                         help="where to write (created; must be empty unless --force)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",

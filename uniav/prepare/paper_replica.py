@@ -10,8 +10,8 @@ download pages, under the names of the manifest ``datasets.paper.manifest`` (``p
     replica.json              seed, size, counts, planted quirks (written last)
 
 so that ``uniav download --set datasets.paper.root=<root> --pin-unknown-checksums`` takes,
-verifies and unpacks them offline (the manifest's prompt entries must name the local files,
-``downloads/<dataset>/<prompt>.npy``; the shipped manifest fetches them over HTTP).  Archive
+verifies and unpacks them offline with the shipped manifest (its prompt entries take
+``downloads/<dataset>/<prompt>.npy`` first and fall back to their HTTP mirror).  Archive
 members land in ``<dataset>/av_features/``: ActivityNet's sit under one top-level folder
 ``av_features/`` and DESED's under ``onepeace_finetune_features_025s/`` (both dropped when
 unpacking), UnAV-100's at the archive's top level.  With ``layout="unpacked"`` it writes
