@@ -203,3 +203,24 @@ def test_display_thresholds_fall_back_for_other_grids() -> None:
 
 def test_latex_escape() -> None:
     assert latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
+
+
+def test_renderers_keep_labels_as_text_and_separate_published_rows() -> None:
+    from uniav.report.tables import (Column, Row, Table, render_csv, render_latex,
+                                     render_markdown)
+
+    columns = [Column("tal", 0.5), Column("tal", None)]
+    table = Table("main", "Main results", "A caption.", columns, [
+        Row("2024", {columns[0]: 0.123456, columns[1]: None}, "measured", {"tal": "e"}),
+        Row("a|b (published)", {columns[0]: None, columns[1]: 0.5}, "published")])
+    rows = _markdown_rows(render_markdown(table))
+    assert rows[2] == ["2024", "12.35", "–"]
+    assert rows[3][-2:] == ["–", "50.00"] and rows[3][0].startswith("a\\")
+    assert render_csv(table).splitlines()[1:] == ["2024,12.35,,measured,tal=e",
+                                                  "a|b (published),,50.00,published,"]
+    tex = render_latex(table).splitlines()
+    assert tex[tex.index(r"\cmidrule(lr){2-3}") - 1] == r" & \multicolumn{2}{c}{TAL} \\"
+    body = tex[tex.index(r"\midrule") + 1:tex.index(r"\bottomrule")]
+    assert body == [r"2024 & 12.35 & -- \\", r"\midrule", r"a|b (published) & -- & 50.00 \\"]
+    empty = Table("main", "Main results", "A caption.", columns, [])
+    assert _markdown_rows(render_markdown(empty))[2][0] == "(no rows configured)"

@@ -1,0 +1,84 @@
+"""Reading the metrics JSON files written by ``uniav evaluate``.
+
+A metrics file ``<metrics_dir>/<experiment>.json`` holds ``tasks: {task: {thresholds, mAP,
+average_mAP, ...}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from uniav.errors import InputError
+from uniav.fileio import load_json_file
+
+#: Two thresholds closer than this are the same threshold.
+TOLERANCE = 1e-6
+
+#: SED extras of ``metrics["tasks"]["sed"]["sed"]``: (key, header in the SED extras table).
+SED_EXTRAS = (("psds1", "PSDS1"), ("psds2", "PSDS2"), ("collar_f1_macro", "Collar F1 (macro)"))
+
+
+def load_metrics(metrics_dir: str | Path, experiments: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Read ``<metrics_dir>/<experiment>.json`` for each experiment.
+
+    Args:
+        metrics_dir: directory of the metrics files.
+        experiments: the experiments to read.
+
+    Raises:
+        InputError: naming the file when it is missing, not JSON, or lacks ``tasks``.
+    """
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in experiments:
+        path = Path(metrics_dir) / f"{name}.json"
+        data = load_json_file(path, missing=f"metrics of experiment {name!r} not found "
+                                            f"(run `uniav evaluate`)")
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+            raise InputError("expected an object with a 'tasks' mapping", file=path, field="tasks")
+        for task, task_metrics in data["tasks"].items():
+            _check_task_metrics(path, task, task_metrics)
+        metrics[name] = data
+    return metrics
+
+
+def _check_task_metrics(path: Path, task: str, task_metrics: Any) -> None:
+    where = f"tasks.{task}"
+    if not isinstance(task_metrics, dict):
+        raise InputError("expected an object", file=path, field=where)
+    thresholds, values = task_metrics.get("thresholds"), task_metrics.get("mAP")
+    if not isinstance(thresholds, list) or not isinstance(values, list):
+        raise InputError("needs 'thresholds' and 'mAP' lists", file=path, field=where)
+    if len(thresholds) != len(values):
+        raise InputError(f"{len(thresholds)} thresholds but {len(values)} mAP values",
+                         file=path, field=f"{where}.mAP")
+    if not isinstance(task_metrics.get("average_mAP"), (int, float)):
+        raise InputError("'average_mAP' must be a number", file=path, field=f"{where}.average_mAP")
+
+
+def value_at(task_metrics: dict[str, Any], threshold: float | None) -> float | None:
+    """mAP at a threshold (or the average), or ``None`` if that threshold was not evaluated."""
+    if threshold is None:
+        return float(task_metrics["average_mAP"])
+    for t, value in zip(task_metrics["thresholds"], task_metrics["mAP"]):
+        if abs(float(t) - threshold) < TOLERANCE:
+            return None if value is None else float(value)
+    return None
+
+
+def evaluated_thresholds(metrics: Iterable[dict[str, Any]]) -> list[float]:
+    """Every threshold of the given task metrics, sorted, without near-duplicates."""
+    found: list[float] = []
+    for task_metrics in metrics:
+        for t in task_metrics["thresholds"]:
+            if not any(abs(float(t) - f) < TOLERANCE for f in found):
+                found.append(float(t))
+    return sorted(found)
+
+
+def number_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is not a number (or is NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(float(value)) else float(value)
