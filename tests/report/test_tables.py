@@ -12,15 +12,15 @@ import yaml
 
 from uniav.config import config_from_dict
 from uniav.errors import InputError
-from uniav.report.tables import (build_tables, display_thresholds, format_percent,
-                                   latex_escape, load_published, write_tables)
+from uniav.report.tables import (build_tables, describe_protocol, display_thresholds,
+                                   format_percent, latex_escape, load_published, write_tables)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TAL_T = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 SED_T = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def _config(benchmark: str = "synthetic", published: str | None = None):
+def _raw(benchmark: str = "synthetic", published: str | None = None) -> dict:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["benchmark"] = benchmark
     raw["experiments"] = {
@@ -33,7 +33,11 @@ def _config(benchmark: str = "synthetic", published: str | None = None):
         "ablation": [{"label": "w/o experts & co_1", "experiments": ["no_experts"]},
                      {"label": "UniAV", "experiments": ["uniav"]}],
         "published": published}
-    return config_from_dict(raw)
+    return raw
+
+
+def _config(benchmark: str = "synthetic", published: str | None = None, **changes):
+    return config_from_dict({**_raw(benchmark, published), **changes})
 
 
 def _task(thresholds, base, sed=None):
@@ -71,7 +75,7 @@ def written(tmp_path: Path) -> Path:
     paths = write_tables(_config(), tmp_path / "metrics", tmp_path / "tables")
     assert sorted(p.name for p in paths) == sorted(
         f"{name}.{suffix}" for name in ("main", "ablation", "sed_extras")
-        for suffix in ("md", "csv", "tex"))
+        for suffix in ("md", "csv", "csv-metadata.json", "tex"))
     return tmp_path / "tables"
 
 
@@ -203,6 +207,57 @@ def test_display_thresholds_fall_back_for_other_grids() -> None:
 
 def test_latex_escape() -> None:
     assert latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol in the captions, protocol of the metrics files
+# --------------------------------------------------------------------------------------------
+
+CLEAN = "Protocol: clean (validation on a held-out split; no test data in any decision)."
+RELEASED = ("Protocol: released (the released code's protocol: the plateau gate reads test-split "
+            "mAP of the raw model, as the released implementation does; the last epoch's EMA "
+            "weights are evaluated).")
+
+
+def test_every_caption_states_the_protocol(written: Path) -> None:
+    for name in ("main", "ablation", "sed_extras"):
+        assert CLEAN in (written / f"{name}.md").read_text()
+        tex = (written / f"{name}.tex").read_text()
+        caption = next(line for line in tex.splitlines() if line.startswith(r"\caption{"))
+        assert CLEAN in caption
+        sidecar = json.loads((written / f"{name}.csv-metadata.json").read_text())
+        assert sidecar["url"] == f"{name}.csv" and CLEAN in sidecar["dc:description"]
+        # the CSV itself stays plain: its first line is the header
+        assert (written / f"{name}.csv").read_text().startswith("label,")
+
+
+def test_released_protocol_caption(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    for name in ("single_tal", "uniav"):  # with the key, as `uniav evaluate` writes it
+        path = tmp_path / "metrics" / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "released"}))
+    config = _config(protocol="released")
+    assert config.protocol == "released"
+    write_tables(config, tmp_path / "metrics", tmp_path / "tables")
+    for name in ("main", "ablation", "sed_extras"):
+        assert RELEASED in (tmp_path / "tables" / f"{name}.md").read_text()
+        assert RELEASED.replace("%", r"\%") in (tmp_path / "tables" / f"{name}.tex").read_text()
+    # a released run whose gate reads the EMA model is not described as the released code
+    changed = _config(protocol="released", overrides={"train": {"plateau_gate": {"model": "ema"}}})
+    text = describe_protocol(changed, ["tal", "sed"])
+    assert text.startswith("released (the released code's protocol, changed: ")
+    assert "the plateau gate reads the EMA model" in text and "raw model" not in text
+
+
+def test_metrics_file_of_another_protocol_is_refused(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    path = tmp_path / "metrics" / "no_experts.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "released"}))
+    with pytest.raises(InputError, match=r"no_experts\.json.*protocol 'released'.*'clean'"):
+        build_tables(_config(), tmp_path / "metrics")
+    # the configuration's own protocol is accepted, with or without the key
+    path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "clean"}))
+    assert build_tables(_config(), tmp_path / "metrics")["ablation"]["full"].rows
 
 
 def test_renderers_keep_labels_as_text_and_separate_published_rows() -> None:

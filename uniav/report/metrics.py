@@ -1,7 +1,9 @@
 """Reading the metrics JSON files written by ``uniav evaluate``.
 
 A metrics file ``<metrics_dir>/<experiment>.json`` holds ``tasks: {task: {thresholds, mAP,
-average_mAP, ...}}``.
+average_mAP, ...}}`` and, at the top level, the ``protocol`` (``released`` / ``clean``) the
+experiment was trained and evaluated under.  The tables refuse a file whose protocol is not the
+configuration's (a file without the key is taken to be under the configuration's protocol).
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ TOLERANCE = 1e-6
 SED_EXTRAS = (("psds1", "PSDS1"), ("psds2", "PSDS2"), ("collar_f1_macro", "Collar F1 (macro)"))
 
 
-def load_metrics(metrics_dir: str | Path, experiments: Iterable[str]) -> dict[str, dict[str, Any]]:
+def load_metrics(metrics_dir: str | Path, experiments: Iterable[str], *,
+                 protocol: str | None = None) -> dict[str, dict[str, Any]]:
     """Read ``<metrics_dir>/<experiment>.json`` for each experiment.
 
     Args:
         metrics_dir: directory of the metrics files.
         experiments: the experiments to read.
+        protocol: when given, every file's top-level ``protocol`` must equal it (a file without
+            the key is taken to be under this protocol).
 
     Raises:
-        InputError: naming the file when it is missing, not JSON, or lacks ``tasks``.
+        InputError: naming the file when it is missing, not JSON, lacks ``tasks``, or was
+            written under another protocol.
     """
     metrics: dict[str, dict[str, Any]] = {}
     for name in experiments:
@@ -39,8 +45,21 @@ def load_metrics(metrics_dir: str | Path, experiments: Iterable[str]) -> dict[st
             raise InputError("expected an object with a 'tasks' mapping", file=path, field="tasks")
         for task, task_metrics in data["tasks"].items():
             _check_task_metrics(path, task, task_metrics)
+        if protocol is not None:
+            _check_protocol(path, data, protocol)
         metrics[name] = data
     return metrics
+
+
+def _check_protocol(path: Path, data: dict[str, Any], protocol: str) -> None:
+    found = data.get("protocol", protocol)
+    if not isinstance(found, str):
+        raise InputError(f"expected a protocol name, got {found!r}", file=path, field="protocol")
+    if found != protocol:
+        raise InputError(f"these metrics were computed under protocol {found!r}, but the "
+                         f"configuration's protocol is {protocol!r}; one table never mixes "
+                         f"protocols (re-run `uniav evaluate` under {protocol!r}, or set "
+                         f"protocol: {found})", file=path, field="protocol")
 
 
 def _check_task_metrics(path: Path, task: str, task_metrics: Any) -> None:

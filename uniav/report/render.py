@@ -7,7 +7,8 @@ each format only chooses headers and how a number and a missing value are writte
   (``TAL 0.5`` ...), two decimals, ``–`` when missing; then the experiments of each row and the
   notes.
 * CSV (``DataFrame.to_csv``): ``label``, one column per value (two decimals, empty when
-  missing), ``source`` and ``experiments``.
+  missing), ``source`` and ``experiments``; the caption and notes go to the CSVW sidecar
+  ``<name>.csv-metadata.json`` (:func:`render_csv_metadata`), so the CSV itself stays plain.
 * LaTeX (``Styler.to_latex``, via jinja2): a booktabs ``table`` with one column group per task,
   ``\\cmidrule`` under each group and a ``\\midrule`` before published rows (needs
   ``\\usepackage{booktabs}``).
@@ -15,6 +16,7 @@ each format only chooses headers and how a number and a missing value are writte
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -91,6 +93,16 @@ def render_csv(table: Table) -> str:
 
 def _experiments_cell(row: Row) -> str:
     return ";".join(f"{t}={e}" for t, e in row.experiments.items())
+
+
+def render_csv_metadata(table: Table, csv_name: str) -> str:
+    """The CSVW sidecar of ``<name>.csv`` (W3C "Metadata Vocabulary for Tabular Data", found by
+    its name ``<name>.csv-metadata.json``): title, caption (with the protocol) and notes."""
+    metadata = {"@context": "http://www.w3.org/ns/csvw", "url": csv_name,
+                "dc:title": table.title, "dc:description": table.caption}
+    if table.notes:
+        metadata["rdfs:comment"] = list(table.notes)
+    return json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
 
 
 def _latex_groups(table: Table) -> list[str]:

@@ -1,8 +1,8 @@
 """The content of the paper tables: columns, rows, values and captions, before any rendering.
 
 A :class:`Table` holds fractions in [0, 1] (``None``: missing); :mod:`uniav.report.render` turns
-it into Markdown, CSV and LaTeX.  Every caption states the benchmark, the split and the tIoU
-thresholds.
+it into Markdown, CSV and LaTeX.  Every caption states the benchmark, the split, the tIoU
+thresholds and the protocol in force (:func:`describe_protocol`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ PAPER_THRESHOLDS: dict[str, dict[str, tuple[float, ...] | None]] = {
     "tal": {"full": (0.5, 0.75, 0.95), "compact": (0.5, 0.75, 0.95)},
     "sed": {"full": None, "compact": (0.5, 0.7, 0.9)},
     "avel": {"full": None, "compact": (0.5, 0.7, 0.9)},
+}
+
+#: What a protocol means, as the captions state it (docs/protocol.md has every setting).
+PROTOCOL_TEXTS = {
+    "clean": "validation on a held-out split; no test data in any decision",
+    "released": ("the released code's protocol: the plateau gate reads test-split mAP of the raw "
+                 "model, as the released implementation does; the last epoch's EMA weights are "
+                 "evaluated"),
 }
 
 #: How a missing value is shown (Markdown; LaTeX shows ``--``, CSV leaves the cell empty).
@@ -176,6 +184,29 @@ def table_names(config: Config) -> list[str]:
     return names
 
 
+def describe_protocol(config: Config, tasks: list[str]) -> str:
+    """``clean (validation on ...)`` / ``released (the released code's protocol: ...)``.
+
+    ``clean`` never validates on test data (the configuration is refused otherwise) and
+    ``released`` always evaluates the last epoch's EMA weights; where a ``released`` run changed
+    what the plateau gate reads, the text says so instead of claiming the released behaviour.
+    """
+    if config.protocol != "released":
+        return f"{config.protocol} ({PROTOCOL_TEXTS.get(config.protocol, 'see docs/protocol.md')})"
+    gate = config.train.plateau_gate
+    changes = [f"{group_header(t)} validates on subset {subsets.validation!r}, not on the test "
+               f"subset" for t in tasks
+               if (subsets := config.task_spec(t).data.subsets).validation != subsets.test]
+    if not gate.enabled:
+        changes.append("the plateau gate is off")
+    elif gate.model != "raw":
+        changes.append("the plateau gate reads the EMA model")
+    if not changes:
+        return f"released ({PROTOCOL_TEXTS['released']})"
+    return (f"released (the released code's protocol, changed: {'; '.join(changes)}; the last "
+            f"epoch's EMA weights are evaluated)")
+
+
 def _describe_thresholds(thresholds: list[float]) -> str:
     """``0.50:0.05:0.95`` for an even grid, else a comma list."""
     if len(thresholds) >= 3:
@@ -206,7 +237,8 @@ def _header_caption(config: Config, metrics: dict[str, dict[str, Any]], tasks: l
             averages.append(f"{group_header(task)} {_describe_thresholds(evaluated)}")
     return (f"{what} Benchmark: {benchmark}. Split: {'/'.join(splits)} "
             f"(annotation subsets {subsets}). Detection mAP (%) at the tIoU thresholds shown; "
-            f"avg = mean mAP over tIoU {'; '.join(averages)}.")
+            f"avg = mean mAP over tIoU {'; '.join(averages)}. "
+            f"Protocol: {describe_protocol(config, tasks)}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +254,7 @@ def build_result_table(name: str, title: str, rows: list[TableRow], config: Conf
         name: ``main`` or ``ablation`` (also the key in the published-numbers file).
         title: heading of the table.
         rows: the configured rows.
-        config: the configuration (experiments' task sets, task order, subsets).
+        config: the configuration (experiments' task sets, task order, subsets, protocol).
         metrics: metrics JSON per experiment (:func:`~uniav.report.metrics.load_metrics`).
         style: ``"full"`` or ``"compact"`` (see :data:`PAPER_THRESHOLDS`).
         published: published numbers to show below the measured rows, if any.

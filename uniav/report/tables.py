@@ -1,6 +1,7 @@
 """The paper tables, built from the metrics JSON files written by ``uniav evaluate`` — only.
 
-Tables (each as ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` under ``results/tables/``):
+Tables (each as ``<name>.md``, ``<name>.csv`` with its sidecar ``<name>.csv-metadata.json``, and
+``<name>.tex`` under ``results/tables/``):
 
 * ``main`` — rows ``tables.main`` of ``params.yaml`` (single-task vs naive multi-task vs UniAV).
   A row names a label and the experiments that supply its task columns: the columns of task
@@ -15,7 +16,8 @@ With ``benchmark: paper`` and ``tables.published`` set, the published numbers of
 file (:func:`load_published`) are shown below the measured rows of the main and ablation tables.
 
 Numbers are percentages with two decimals; a missing value is shown as ``–`` (Markdown), ``--``
-(LaTeX) or left empty (CSV).  Each table states the benchmark, the split and the tIoU thresholds.
+(LaTeX) or left empty (CSV).  Each caption states the benchmark, the split, the tIoU thresholds
+and the protocol; every metrics file of the tables must be under the configuration's protocol.
 
 The parts: :mod:`~uniav.report.metrics` (reading the metrics files), :mod:`~uniav.report.table_data` (rows, columns, captions),
 :mod:`~uniav.report.published` (the cited numbers), :mod:`~uniav.report.render` (pandas:
@@ -30,18 +32,19 @@ from uniav.config import Config
 from uniav.fileio import atomic_write_text
 from uniav.report.metrics import load_metrics
 from uniav.report.published import Published, load_published
-from uniav.report.render import (format_percent, latex_escape, render_csv, render_latex,
-                                 render_markdown)
+from uniav.report.render import (format_percent, latex_escape, render_csv, render_csv_metadata,
+                                 render_latex, render_markdown)
 from uniav.report.table_data import (MISSING, PAPER_THRESHOLDS, TASK_TITLES, Column, ExtraColumn,
                                      Row, Table, build_result_table, build_sed_extras_table,
-                                     display_thresholds, row_sources,
+                                     describe_protocol, display_thresholds, row_sources,
                                      table_experiments, table_names)
 
 __all__ = [
     "MISSING", "PAPER_THRESHOLDS", "TASK_TITLES", "Column", "ExtraColumn", "Published", "Row",
-    "Table", "build_tables", "display_thresholds", "format_percent", "latex_escape",
-    "load_metrics", "load_published", "render_csv", "render_latex", "render_markdown",
-    "row_sources", "table_experiments", "table_names", "write_tables",
+    "Table", "build_tables", "describe_protocol", "display_thresholds", "format_percent",
+    "latex_escape", "load_metrics", "load_published", "render_csv", "render_csv_metadata",
+    "render_latex", "render_markdown", "row_sources", "table_experiments", "table_names",
+    "write_tables",
 ]
 
 
@@ -59,10 +62,10 @@ def build_tables(config: Config, metrics_dir: str | Path,
         ``{name: {"full": Table, "compact": Table}}``.
 
     Raises:
-        InputError: naming the file, when a metrics file is missing or malformed, or the
-            published file is bad.
+        InputError: naming the file, when a metrics file is missing or malformed or was written
+            under another protocol than ``config.protocol``; or the published file is bad.
     """
-    metrics = load_metrics(metrics_dir, table_experiments(config))
+    metrics = load_metrics(metrics_dir, table_experiments(config), protocol=config.protocol)
     if published_path is None and config.benchmark == "paper" and config.tables.published:
         published_path = config.tables.published
     published = load_published(published_path) if published_path else None
@@ -82,7 +85,8 @@ def build_tables(config: Config, metrics_dir: str | Path,
 
 def write_tables(config: Config, metrics_dir: str | Path, output_dir: str | Path,
                  published_path: str | Path | None = None) -> list[Path]:
-    """Write ``<name>.md`` (compact columns), ``<name>.csv`` and ``<name>.tex`` (full columns).
+    """Write ``<name>.md`` (compact columns), ``<name>.csv`` with its caption sidecar
+    ``<name>.csv-metadata.json``, and ``<name>.tex`` (full columns).
 
     Returns:
         The written paths.
@@ -94,6 +98,7 @@ def write_tables(config: Config, metrics_dir: str | Path, output_dir: str | Path
         for file_name, text in (
                 (f"{name}.md", render_markdown(styles["compact"])),
                 (f"{name}.csv", render_csv(full)),
+                (f"{name}.csv-metadata.json", render_csv_metadata(full, f"{name}.csv")),
                 (f"{name}.tex", render_latex(full))):
             path = output_dir / file_name
             atomic_write_text(path, text)

@@ -3,7 +3,7 @@
 
 
 rule tables:
-    """Main, ablation and SED-extras tables (Markdown, CSV, LaTeX)."""
+    """Main, ablation and SED-extras tables (Markdown, CSV with its caption sidecar, LaTeX)."""
     input:
         unpack(table_inputs),
     output:
@@ -17,6 +17,7 @@ rule tables:
             )
             for path in table_files()
         ],
+        [f"results/tables/{name}.csv-metadata.json" for name in table_names(UNIAV)],
     params:
         config=effective_config_param,
         settings=tables_settings,
