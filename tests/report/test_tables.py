@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from uniav.config import config_from_dict
-from uniav.errors import InputError
+from uniav.errors import ConfigError, InputError
 from uniav.report.tables import (build_tables, describe_protocol, display_thresholds,
-                                   format_percent, latex_escape, load_published, write_tables)
+                                   format_percent, latex_escape, load_published, write_summary,
+                                   write_tables)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TAL_T = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -255,9 +256,69 @@ def test_metrics_file_of_another_protocol_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "released"}))
     with pytest.raises(InputError, match=r"no_experts\.json.*protocol 'released'.*'clean'"):
         build_tables(_config(), tmp_path / "metrics")
+    with pytest.raises(InputError, match=r"no_experts\.json"):
+        write_summary(_config(), tmp_path / "metrics", tmp_path / "summary.json", ["no_experts"])
     # the configuration's own protocol is accepted, with or without the key
     path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "clean"}))
     assert build_tables(_config(), tmp_path / "metrics")["ablation"]["full"].rows
+
+
+# --------------------------------------------------------------------------------------------
+# results/metrics/summary.json for DVC
+# --------------------------------------------------------------------------------------------
+
+def _only_numbers(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _only_numbers(v) for k, v in value.items())
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_tables_command_writes_a_flat_summary(tmp_path: Path) -> None:
+    from uniav.cli import main
+
+    _write_metrics(tmp_path / "metrics")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_raw(), sort_keys=False))
+    assert main(["tables", "--config", str(params), "--metrics-dir", str(tmp_path / "metrics"),
+                 "--output-dir", str(tmp_path / "tables")]) == 0
+    summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    assert _only_numbers(summary)
+    # every experiment of a table row, nested experiment -> task -> metric, two levels only
+    assert list(summary) == ["single_tal", "single_sed", "single_avel", "uniav", "no_experts"]
+    assert list(summary["uniav"]) == ["tal", "sed", "avel"]
+    assert all(not isinstance(v, dict) for tasks in summary.values() for metrics in tasks.values()
+               for v in metrics.values())
+    tal = summary["single_tal"]["tal"]
+    assert list(tal) == ["average_mAP", *(f"mAP@{t:g}" for t in TAL_T)]
+    assert tal["mAP@0.5"] == 0.5 and tal["mAP@0.95"] == 0.41
+    assert tal["average_mAP"] == pytest.approx(0.455)
+    # the same numbers as the tables (fractions here, percent there)
+    assert summary["uniav"]["avel"]["mAP@0.3"] == 0.73
+    assert summary["single_sed"]["sed"] == {
+        "average_mAP": pytest.approx(0.56), **{f"mAP@{t:g}": round(0.6 - i / 100, 6)
+                                             for i, t in enumerate(SED_T)},
+        **SED_EXTRAS_SINGLE}
+    assert set(summary["no_experts"]["sed"]) == {"average_mAP", *(f"mAP@{t:g}" for t in SED_T)}
+
+
+def test_summary_leaves_out_what_is_not_a_number(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    path = tmp_path / "metrics" / "single_sed.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["sed"]["mAP"][0] = None
+    data["tasks"]["sed"]["sed"] = {"psds1": "n/a", "psds2": True, "collar_f1_macro": 0.25}
+    path.write_text(json.dumps(data))
+    write_summary(_config(), tmp_path / "metrics", tmp_path / "summary.json", ["single_sed"])
+    sed = json.loads((tmp_path / "summary.json").read_text())["single_sed"]["sed"]
+    assert "mAP@0.1" not in sed and "psds1" not in sed and "psds2" not in sed
+    assert sed["collar_f1_macro"] == 0.25 and _only_numbers(sed)
+
+
+def test_summary_never_overwrites_an_experiment_metrics_file(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    with pytest.raises(ConfigError, match="experiments.uniav"):
+        write_summary(_config(), tmp_path / "metrics", tmp_path / "metrics" / "uniav.json",
+                      ["uniav"])
 
 
 def test_renderers_keep_labels_as_text_and_separate_published_rows() -> None:

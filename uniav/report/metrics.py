@@ -1,9 +1,13 @@
-"""Reading the metrics JSON files written by ``uniav evaluate``.
+"""Reading the metrics JSON files written by ``uniav evaluate``, and the flat DVC summary.
 
 A metrics file ``<metrics_dir>/<experiment>.json`` holds ``tasks: {task: {thresholds, mAP,
 average_mAP, ...}}`` and, at the top level, the ``protocol`` (``released`` / ``clean``) the
 experiment was trained and evaluated under.  The tables refuse a file whose protocol is not the
 configuration's (a file without the key is taken to be under the configuration's protocol).
+
+``results/metrics/summary.json`` (:func:`summary`, :func:`write_summary`) is the same numbers
+flattened for ``dvc metrics show``: ``{experiment: {task: {"average_mAP": x, "mAP@0.5": y, ...}}}``,
+plain numbers only (fractions in [0, 1], as in the metrics files).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from uniav.errors import InputError
-from uniav.fileio import load_json_file
+from uniav.config import Config
+from uniav.errors import ConfigError, InputError
+from uniav.fileio import atomic_write_json, load_json_file
 
 #: Two thresholds closer than this are the same threshold.
 TOLERANCE = 1e-6
@@ -101,3 +106,51 @@ def number_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return None if math.isnan(float(value)) else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The flat summary for DVC
+# --------------------------------------------------------------------------------------------
+
+def summary(metrics: dict[str, dict[str, Any]], tasks: Iterable[str]) -> dict[str, Any]:
+    """``{experiment: {task: {"average_mAP": x, "mAP@<t>": y, ..., SED extras}}}``.
+
+    Only finite numbers (JSON has no NaN): a missing mAP, and an extra that is not a number, are
+    left out.  Tasks in ``tasks`` order (those an experiment has), thresholds as in its file.
+    """
+    flat: dict[str, Any] = {}
+    for experiment, data in metrics.items():
+        per_task: dict[str, Any] = {}
+        for task in tasks:
+            task_metrics = data["tasks"].get(task)
+            if task_metrics is None:
+                continue
+            extras = (task_metrics.get("sed") if task == "sed" else None) or {}
+            candidates = [("average_mAP", task_metrics["average_mAP"]),
+                          *((f"mAP@{float(t):g}", value)
+                            for t, value in zip(task_metrics["thresholds"], task_metrics["mAP"])),
+                          *((key, extras.get(key)) for key, _ in SED_EXTRAS)]
+            per_task[task] = {key: number for key, value in candidates
+                              if (number := number_or_none(value)) is not None
+                              and math.isfinite(number)}
+        flat[experiment] = per_task
+    return flat
+
+
+def write_summary(config: Config, metrics_dir: str | Path, path: str | Path,
+                  experiments: Iterable[str]) -> Path:
+    """Write :func:`summary` of ``experiments`` (their metrics files, protocol-checked) to ``path``.
+
+    Raises:
+        ConfigError: if ``path`` is the metrics file of an experiment.
+        InputError: as :func:`load_metrics`.
+    """
+    path = Path(path)
+    experiments = list(experiments)
+    for name in config.experiments:
+        if path.resolve() == (Path(metrics_dir) / f"{name}.json").resolve():
+            raise ConfigError(f"experiments.{name}: its metrics file {path} is where the "
+                              f"summary goes; rename the experiment")
+    metrics = load_metrics(metrics_dir, experiments, protocol=config.protocol)
+    atomic_write_json(path, summary(metrics, config.task_names))
+    return path

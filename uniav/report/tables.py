@@ -19,7 +19,8 @@ Numbers are percentages with two decimals; a missing value is shown as ``–`` (
 (LaTeX) or left empty (CSV).  Each caption states the benchmark, the split, the tIoU thresholds
 and the protocol; every metrics file of the tables must be under the configuration's protocol.
 
-The parts: :mod:`~uniav.report.metrics` (reading the metrics files), :mod:`~uniav.report.table_data` (rows, columns, captions),
+The parts: :mod:`~uniav.report.metrics` (reading the metrics files; the flat
+``summary.json`` for DVC), :mod:`~uniav.report.table_data` (rows, columns, captions),
 :mod:`~uniav.report.published` (the cited numbers), :mod:`~uniav.report.render` (pandas:
 Markdown, CSV, LaTeX).  This module puts them together and re-exports what callers use.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from uniav.config import Config
 from uniav.fileio import atomic_write_text
-from uniav.report.metrics import load_metrics
+from uniav.report.metrics import load_metrics, write_summary
 from uniav.report.published import Published, load_published
 from uniav.report.render import (format_percent, latex_escape, render_csv, render_csv_metadata,
                                  render_latex, render_markdown)
@@ -44,7 +45,7 @@ __all__ = [
     "Table", "build_tables", "describe_protocol", "display_thresholds", "format_percent",
     "latex_escape", "load_metrics", "load_published", "render_csv", "render_csv_metadata",
     "render_latex", "render_markdown", "row_sources", "table_experiments", "table_names",
-    "write_tables",
+    "write_summary", "write_tables",
 ]
 
 
