@@ -11,16 +11,17 @@ import pytest
 import yaml
 
 from uniav.config import config_from_dict
-from uniav.errors import InputError
-from uniav.report.tables import (build_tables, display_thresholds, format_percent,
-                                   latex_escape, load_published, write_tables)
+from uniav.errors import ConfigError, InputError
+from uniav.report.tables import (build_tables, describe_protocol, display_thresholds,
+                                   format_percent, latex_escape, load_published, write_summary,
+                                   write_tables)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TAL_T = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 SED_T = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def _config(benchmark: str = "synthetic", published: str | None = None):
+def _raw(benchmark: str = "synthetic", published: str | None = None) -> dict:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["benchmark"] = benchmark
     raw["experiments"] = {
@@ -33,7 +34,11 @@ def _config(benchmark: str = "synthetic", published: str | None = None):
         "ablation": [{"label": "w/o experts & co_1", "experiments": ["no_experts"]},
                      {"label": "UniAV", "experiments": ["uniav"]}],
         "published": published}
-    return config_from_dict(raw)
+    return raw
+
+
+def _config(benchmark: str = "synthetic", published: str | None = None, **changes):
+    return config_from_dict({**_raw(benchmark, published), **changes})
 
 
 def _task(thresholds, base, sed=None):
@@ -71,7 +76,7 @@ def written(tmp_path: Path) -> Path:
     paths = write_tables(_config(), tmp_path / "metrics", tmp_path / "tables")
     assert sorted(p.name for p in paths) == sorted(
         f"{name}.{suffix}" for name in ("main", "ablation", "sed_extras")
-        for suffix in ("md", "csv", "tex"))
+        for suffix in ("md", "csv", "csv-metadata.json", "tex"))
     return tmp_path / "tables"
 
 
@@ -203,3 +208,135 @@ def test_display_thresholds_fall_back_for_other_grids() -> None:
 
 def test_latex_escape() -> None:
     assert latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol in the captions, protocol of the metrics files
+# --------------------------------------------------------------------------------------------
+
+CLEAN = "Protocol: clean (validation on a held-out split; no test data in any decision)."
+RELEASED = ("Protocol: released (the released code's protocol: the plateau gate reads test-split "
+            "mAP of the raw model, as the released implementation does; the last epoch's EMA "
+            "weights are evaluated).")
+
+
+def test_every_caption_states_the_protocol(written: Path) -> None:
+    for name in ("main", "ablation", "sed_extras"):
+        assert CLEAN in (written / f"{name}.md").read_text()
+        tex = (written / f"{name}.tex").read_text()
+        caption = next(line for line in tex.splitlines() if line.startswith(r"\caption{"))
+        assert CLEAN in caption
+        sidecar = json.loads((written / f"{name}.csv-metadata.json").read_text())
+        assert sidecar["url"] == f"{name}.csv" and CLEAN in sidecar["dc:description"]
+        # the CSV itself stays plain: its first line is the header
+        assert (written / f"{name}.csv").read_text().startswith("label,")
+
+
+def test_released_protocol_caption(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    for name in ("single_tal", "uniav"):  # with the key, as `uniav evaluate` writes it
+        path = tmp_path / "metrics" / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "released"}))
+    config = _config(protocol="released")
+    assert config.protocol == "released"
+    write_tables(config, tmp_path / "metrics", tmp_path / "tables")
+    for name in ("main", "ablation", "sed_extras"):
+        assert RELEASED in (tmp_path / "tables" / f"{name}.md").read_text()
+        assert RELEASED.replace("%", r"\%") in (tmp_path / "tables" / f"{name}.tex").read_text()
+    # a released run whose gate reads the EMA model is not described as the released code
+    changed = _config(protocol="released", overrides={"train": {"plateau_gate": {"model": "ema"}}})
+    text = describe_protocol(changed, ["tal", "sed"])
+    assert text.startswith("released (the released code's protocol, changed: ")
+    assert "the plateau gate reads the EMA model" in text and "raw model" not in text
+
+
+def test_metrics_file_of_another_protocol_is_refused(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    path = tmp_path / "metrics" / "no_experts.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "released"}))
+    with pytest.raises(InputError, match=r"no_experts\.json.*protocol 'released'.*'clean'"):
+        build_tables(_config(), tmp_path / "metrics")
+    with pytest.raises(InputError, match=r"no_experts\.json"):
+        write_summary(_config(), tmp_path / "metrics", tmp_path / "summary.json", ["no_experts"])
+    # the configuration's own protocol is accepted, with or without the key
+    path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": "clean"}))
+    assert build_tables(_config(), tmp_path / "metrics")["ablation"]["full"].rows
+
+
+# --------------------------------------------------------------------------------------------
+# results/metrics/summary.json for DVC
+# --------------------------------------------------------------------------------------------
+
+def _only_numbers(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _only_numbers(v) for k, v in value.items())
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_tables_command_writes_a_flat_summary(tmp_path: Path) -> None:
+    from uniav.cli import main
+
+    _write_metrics(tmp_path / "metrics")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_raw(), sort_keys=False))
+    assert main(["tables", "--config", str(params), "--metrics-dir", str(tmp_path / "metrics"),
+                 "--output-dir", str(tmp_path / "tables")]) == 0
+    summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    assert _only_numbers(summary)
+    # every experiment of a table row, nested experiment -> task -> metric, two levels only
+    assert list(summary) == ["single_tal", "single_sed", "single_avel", "uniav", "no_experts"]
+    assert list(summary["uniav"]) == ["tal", "sed", "avel"]
+    assert all(not isinstance(v, dict) for tasks in summary.values() for metrics in tasks.values()
+               for v in metrics.values())
+    tal = summary["single_tal"]["tal"]
+    assert list(tal) == ["average_mAP", *(f"mAP@{t:g}" for t in TAL_T)]
+    assert tal["mAP@0.5"] == 0.5 and tal["mAP@0.95"] == 0.41
+    assert tal["average_mAP"] == pytest.approx(0.455)
+    # the same numbers as the tables (fractions here, percent there)
+    assert summary["uniav"]["avel"]["mAP@0.3"] == 0.73
+    assert summary["single_sed"]["sed"] == {
+        "average_mAP": pytest.approx(0.56), **{f"mAP@{t:g}": round(0.6 - i / 100, 6)
+                                             for i, t in enumerate(SED_T)},
+        **SED_EXTRAS_SINGLE}
+    assert set(summary["no_experts"]["sed"]) == {"average_mAP", *(f"mAP@{t:g}" for t in SED_T)}
+
+
+def test_summary_leaves_out_what_is_not_a_number(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    path = tmp_path / "metrics" / "single_sed.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["sed"]["mAP"][0] = None
+    data["tasks"]["sed"]["sed"] = {"psds1": "n/a", "psds2": True, "collar_f1_macro": 0.25}
+    path.write_text(json.dumps(data))
+    write_summary(_config(), tmp_path / "metrics", tmp_path / "summary.json", ["single_sed"])
+    sed = json.loads((tmp_path / "summary.json").read_text())["single_sed"]["sed"]
+    assert "mAP@0.1" not in sed and "psds1" not in sed and "psds2" not in sed
+    assert sed["collar_f1_macro"] == 0.25 and _only_numbers(sed)
+
+
+def test_summary_never_overwrites_an_experiment_metrics_file(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "metrics")
+    with pytest.raises(ConfigError, match="experiments.uniav"):
+        write_summary(_config(), tmp_path / "metrics", tmp_path / "metrics" / "uniav.json",
+                      ["uniav"])
+
+
+def test_renderers_keep_labels_as_text_and_separate_published_rows() -> None:
+    from uniav.report.tables import (Column, Row, Table, render_csv, render_latex,
+                                     render_markdown)
+
+    columns = [Column("tal", 0.5), Column("tal", None)]
+    table = Table("main", "Main results", "A caption.", columns, [
+        Row("2024", {columns[0]: 0.123456, columns[1]: None}, "measured", {"tal": "e"}),
+        Row("a|b (published)", {columns[0]: None, columns[1]: 0.5}, "published")])
+    rows = _markdown_rows(render_markdown(table))
+    assert rows[2] == ["2024", "12.35", "–"]
+    assert rows[3][-2:] == ["–", "50.00"] and rows[3][0].startswith("a\\")
+    assert render_csv(table).splitlines()[1:] == ["2024,12.35,,measured,tal=e",
+                                                  "a|b (published),,50.00,published,"]
+    tex = render_latex(table).splitlines()
+    assert tex[tex.index(r"\cmidrule(lr){2-3}") - 1] == r" & \multicolumn{2}{c}{TAL} \\"
+    body = tex[tex.index(r"\midrule") + 1:tex.index(r"\bottomrule")]
+    assert body == [r"2024 & 12.35 & -- \\", r"\midrule", r"a|b (published) & -- & 50.00 \\"]
+    empty = Table("main", "Main results", "A caption.", columns, [])
+    assert _markdown_rows(render_markdown(empty))[2][0] == "(no rows configured)"

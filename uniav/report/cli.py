@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from uniav.config.cli import add_config_arguments, config_from_args
 
 def _tables(args: argparse.Namespace) -> int:
-    from uniav.report.tables import write_tables
+    from uniav.report.tables import table_experiments, write_summary, write_tables
 
     config = config_from_args(args)
     for path in write_tables(config, args.metrics_dir, args.output_dir, args.published):
         print(f"wrote {path}")
+    summary = args.summary or Path(args.metrics_dir) / "summary.json"
+    print(f"wrote {write_summary(config, args.metrics_dir, summary, table_experiments(config))}")
     return 0
 
 
@@ -30,7 +33,8 @@ def _figures(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Register ``tables`` and ``figures``."""
     p = subparsers.add_parser("tables", help="write the paper tables (Markdown, CSV, LaTeX) "
-                                             "from the metrics JSON files")
+                                             "and the flat summary.json from the metrics JSON "
+                                             "files")
     add_config_arguments(p)
     p.add_argument("--metrics-dir", default="results/metrics",
                    help="directory of <experiment>.json (default: %(default)s)")
@@ -38,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--published", default=None, metavar="PATH",
                    help="published-numbers file to show alongside (default: tables.published "
                         "when benchmark is paper)")
+    p.add_argument("--summary", default=None, metavar="PATH",
+                   help="the flat DVC metrics file: {experiment: {task: {metric: number}}} of "
+                        "the table experiments (default: <metrics-dir>/summary.json)")
     p.set_defaults(handler=_tables)
 
     p = subparsers.add_parser("figures", help="training curves, per-class AP and prediction "

@@ -28,7 +28,8 @@ import numpy as np
 from uniav.config import Config
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_text, load_json_file
-from uniav.report.tables import TASK_TITLES, load_metrics, row_sources
+from uniav.report.metrics import load_metrics
+from uniav.report.table_data import TASK_TITLES, row_sources
 
 #: Classes shown per task in the per-class AP chart before it is cut to the best and worst.
 MAX_CLASSES_SHOWN = 40

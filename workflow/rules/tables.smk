@@ -3,7 +3,8 @@
 
 
 rule tables:
-    """Main, ablation and SED-extras tables (Markdown, CSV, LaTeX)."""
+    """Main, ablation and SED-extras tables (Markdown, CSV with its caption sidecar, LaTeX) and
+    the flat DVC metrics file results/metrics/summary.json."""
     input:
         unpack(table_inputs),
     output:
@@ -17,6 +18,8 @@ rule tables:
             )
             for path in table_files()
         ],
+        [f"results/tables/{name}.csv-metadata.json" for name in table_names(UNIAV)],
+        summary="results/metrics/summary.json",
     params:
         config=effective_config_param,
         settings=tables_settings,
@@ -26,7 +29,7 @@ rule tables:
         UNIAV_ENV
     shell:
         "uniav tables --config {params.config} --metrics-dir results/metrics"
-        " --output-dir results/tables > {log} 2>&1"
+        " --output-dir results/tables --summary {output.summary} > {log} 2>&1"
 
 
 rule figures:

@@ -1,0 +1,156 @@
+"""Reading the metrics JSON files written by ``uniav evaluate``, and the flat DVC summary.
+
+A metrics file ``<metrics_dir>/<experiment>.json`` holds ``tasks: {task: {thresholds, mAP,
+average_mAP, ...}}`` and, at the top level, the ``protocol`` (``released`` / ``clean``) the
+experiment was trained and evaluated under.  The tables refuse a file whose protocol is not the
+configuration's (a file without the key is taken to be under the configuration's protocol).
+
+``results/metrics/summary.json`` (:func:`summary`, :func:`write_summary`) is the same numbers
+flattened for ``dvc metrics show``: ``{experiment: {task: {"average_mAP": x, "mAP@0.5": y, ...}}}``,
+plain numbers only (fractions in [0, 1], as in the metrics files).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from uniav.config import Config
+from uniav.errors import ConfigError, InputError
+from uniav.fileio import atomic_write_json, load_json_file
+
+#: Two thresholds closer than this are the same threshold.
+TOLERANCE = 1e-6
+
+#: SED extras of ``metrics["tasks"]["sed"]["sed"]``: (key, header in the SED extras table).
+SED_EXTRAS = (("psds1", "PSDS1"), ("psds2", "PSDS2"), ("collar_f1_macro", "Collar F1 (macro)"))
+
+
+def load_metrics(metrics_dir: str | Path, experiments: Iterable[str], *,
+                 protocol: str | None = None) -> dict[str, dict[str, Any]]:
+    """Read ``<metrics_dir>/<experiment>.json`` for each experiment.
+
+    Args:
+        metrics_dir: directory of the metrics files.
+        experiments: the experiments to read.
+        protocol: when given, every file's top-level ``protocol`` must equal it (a file without
+            the key is taken to be under this protocol).
+
+    Raises:
+        InputError: naming the file when it is missing, not JSON, lacks ``tasks``, or was
+            written under another protocol.
+    """
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in experiments:
+        path = Path(metrics_dir) / f"{name}.json"
+        data = load_json_file(path, missing=f"metrics of experiment {name!r} not found "
+                                            f"(run `uniav evaluate`)")
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+            raise InputError("expected an object with a 'tasks' mapping", file=path, field="tasks")
+        for task, task_metrics in data["tasks"].items():
+            _check_task_metrics(path, task, task_metrics)
+        if protocol is not None:
+            _check_protocol(path, data, protocol)
+        metrics[name] = data
+    return metrics
+
+
+def _check_protocol(path: Path, data: dict[str, Any], protocol: str) -> None:
+    found = data.get("protocol", protocol)
+    if not isinstance(found, str):
+        raise InputError(f"expected a protocol name, got {found!r}", file=path, field="protocol")
+    if found != protocol:
+        raise InputError(f"these metrics were computed under protocol {found!r}, but the "
+                         f"configuration's protocol is {protocol!r}; one table never mixes "
+                         f"protocols (re-run `uniav evaluate` under {protocol!r}, or set "
+                         f"protocol: {found})", file=path, field="protocol")
+
+
+def _check_task_metrics(path: Path, task: str, task_metrics: Any) -> None:
+    where = f"tasks.{task}"
+    if not isinstance(task_metrics, dict):
+        raise InputError("expected an object", file=path, field=where)
+    thresholds, values = task_metrics.get("thresholds"), task_metrics.get("mAP")
+    if not isinstance(thresholds, list) or not isinstance(values, list):
+        raise InputError("needs 'thresholds' and 'mAP' lists", file=path, field=where)
+    if len(thresholds) != len(values):
+        raise InputError(f"{len(thresholds)} thresholds but {len(values)} mAP values",
+                         file=path, field=f"{where}.mAP")
+    if not isinstance(task_metrics.get("average_mAP"), (int, float)):
+        raise InputError("'average_mAP' must be a number", file=path, field=f"{where}.average_mAP")
+
+
+def value_at(task_metrics: dict[str, Any], threshold: float | None) -> float | None:
+    """mAP at a threshold (or the average), or ``None`` if that threshold was not evaluated."""
+    if threshold is None:
+        return float(task_metrics["average_mAP"])
+    for t, value in zip(task_metrics["thresholds"], task_metrics["mAP"]):
+        if abs(float(t) - threshold) < TOLERANCE:
+            return None if value is None else float(value)
+    return None
+
+
+def evaluated_thresholds(metrics: Iterable[dict[str, Any]]) -> list[float]:
+    """Every threshold of the given task metrics, sorted, without near-duplicates."""
+    found: list[float] = []
+    for task_metrics in metrics:
+        for t in task_metrics["thresholds"]:
+            if not any(abs(float(t) - f) < TOLERANCE for f in found):
+                found.append(float(t))
+    return sorted(found)
+
+
+def number_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is not a number (or is NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(float(value)) else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The flat summary for DVC
+# --------------------------------------------------------------------------------------------
+
+def summary(metrics: dict[str, dict[str, Any]], tasks: Iterable[str]) -> dict[str, Any]:
+    """``{experiment: {task: {"average_mAP": x, "mAP@<t>": y, ..., SED extras}}}``.
+
+    Only finite numbers (JSON has no NaN): a missing mAP, and an extra that is not a number, are
+    left out.  Tasks in ``tasks`` order (those an experiment has), thresholds as in its file.
+    """
+    flat: dict[str, Any] = {}
+    for experiment, data in metrics.items():
+        per_task: dict[str, Any] = {}
+        for task in tasks:
+            task_metrics = data["tasks"].get(task)
+            if task_metrics is None:
+                continue
+            extras = (task_metrics.get("sed") if task == "sed" else None) or {}
+            candidates = [("average_mAP", task_metrics["average_mAP"]),
+                          *((f"mAP@{float(t):g}", value)
+                            for t, value in zip(task_metrics["thresholds"], task_metrics["mAP"])),
+                          *((key, extras.get(key)) for key, _ in SED_EXTRAS)]
+            per_task[task] = {key: number for key, value in candidates
+                              if (number := number_or_none(value)) is not None
+                              and math.isfinite(number)}
+        flat[experiment] = per_task
+    return flat
+
+
+def write_summary(config: Config, metrics_dir: str | Path, path: str | Path,
+                  experiments: Iterable[str]) -> Path:
+    """Write :func:`summary` of ``experiments`` (their metrics files, protocol-checked) to ``path``.
+
+    Raises:
+        ConfigError: if ``path`` is the metrics file of an experiment.
+        InputError: as :func:`load_metrics`.
+    """
+    path = Path(path)
+    experiments = list(experiments)
+    for name in config.experiments:
+        if path.resolve() == (Path(metrics_dir) / f"{name}.json").resolve():
+            raise ConfigError(f"experiments.{name}: its metrics file {path} is where the "
+                              f"summary goes; rename the experiment")
+    metrics = load_metrics(metrics_dir, experiments, protocol=config.protocol)
+    atomic_write_json(path, summary(metrics, config.task_names))
+    return path

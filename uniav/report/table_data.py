@@ -1,0 +1,313 @@
+"""The content of the paper tables: columns, rows, values and captions, before any rendering.
+
+A :class:`Table` holds fractions in [0, 1] (``None``: missing); :mod:`uniav.report.render` turns
+it into Markdown, CSV and LaTeX.  Every caption states the benchmark, the split, the tIoU
+thresholds and the protocol in force (:func:`describe_protocol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from uniav.config import Config, TableRow
+from uniav.errors import InputError
+from uniav.report.metrics import (SED_EXTRAS, TOLERANCE, evaluated_thresholds, number_or_none,
+                                  value_at)
+
+if TYPE_CHECKING:
+    from uniav.report.published import Published
+
+#: Display names of the tasks (column group headers).
+TASK_TITLES = {"tal": "TAL", "sed": "SED", "avel": "AVEL"}
+
+#: The tIoU thresholds the paper's tables report per task: ``full`` for CSV and LaTeX,
+#: ``compact`` for Markdown.  ``None`` means every threshold of the metrics file.  A task not
+#: listed here (or whose listed thresholds were not evaluated) gets every threshold in ``full``
+#: and the first, middle and last in ``compact``.
+PAPER_THRESHOLDS: dict[str, dict[str, tuple[float, ...] | None]] = {
+    "tal": {"full": (0.5, 0.75, 0.95), "compact": (0.5, 0.75, 0.95)},
+    "sed": {"full": None, "compact": (0.5, 0.7, 0.9)},
+    "avel": {"full": None, "compact": (0.5, 0.7, 0.9)},
+}
+
+#: What a protocol means, as the captions state it (docs/protocol.md has every setting).
+PROTOCOL_TEXTS = {
+    "clean": "validation on a held-out split; no test data in any decision",
+    "released": ("the released code's protocol: the plateau gate reads test-split mAP of the raw "
+                 "model, as the released implementation does; the last epoch's EMA weights are "
+                 "evaluated"),
+}
+
+#: How a missing value is shown (Markdown; LaTeX shows ``--``, CSV leaves the cell empty).
+MISSING = "–"
+
+
+def group_header(task: str) -> str:
+    """``TAL`` / ``SED`` / ``AVEL`` (upper case for other tasks)."""
+    return TASK_TITLES.get(task, task.upper())
+
+
+# --------------------------------------------------------------------------------------------
+# Data model
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric column: a task and a tIoU threshold (``None``: the average over thresholds)."""
+
+    task: str
+    threshold: float | None
+
+    @property
+    def threshold_text(self) -> str:
+        """``0.5`` / ``0.75`` / ``avg``."""
+        return "avg" if self.threshold is None else f"{self.threshold:g}"
+
+    @property
+    def csv_header(self) -> str:
+        """``tal mAP@0.5`` or ``tal avg mAP``."""
+        if self.threshold is None:
+            return f"{self.task} avg mAP"
+        return f"{self.task} mAP@{self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A non-mAP column of the SED extras table."""
+
+    key: str
+    header: str
+    task: str = "sed"
+    threshold: None = None
+
+    @property
+    def threshold_text(self) -> str:
+        """The column header (``PSDS1`` ...)."""
+        return self.header
+
+    @property
+    def csv_header(self) -> str:
+        """``sed psds1`` ..."""
+        return f"sed {self.key}"
+
+
+@dataclass
+class Row:
+    """A table row: its label, where its values came from, and the values (fractions in [0, 1])."""
+
+    label: str
+    values: dict[Any, float | None]
+    source: str = "measured"
+    experiments: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    """A rendered-ready table: a caption, column groups and rows."""
+
+    name: str
+    title: str
+    caption: str
+    columns: list[Any]  # Column, or ExtraColumn in the SED extras table
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks of the column groups, in column order."""
+        seen: list[str] = []
+        for column in self.columns:
+            if column.task not in seen:
+                seen.append(column.task)
+        return seen
+
+
+# --------------------------------------------------------------------------------------------
+# Rows, columns and captions
+# --------------------------------------------------------------------------------------------
+
+def display_thresholds(task: str, evaluated: list[float], style: str) -> list[float]:
+    """The thresholds shown for a task: the paper's (:data:`PAPER_THRESHOLDS`) that were evaluated.
+
+    Args:
+        task: task name.
+        evaluated: thresholds present in the metrics files (sorted).
+        style: ``"full"`` (CSV, LaTeX) or ``"compact"`` (Markdown).
+    """
+    preferred = PAPER_THRESHOLDS.get(task, {}).get(style, ())
+    if preferred is None:
+        return list(evaluated)
+    chosen = [t for t in evaluated if any(abs(t - p) < TOLERANCE for p in preferred)]
+    if chosen:
+        return chosen
+    if style == "full" or len(evaluated) <= 3:
+        return list(evaluated)
+    return [evaluated[0], evaluated[len(evaluated) // 2], evaluated[-1]]
+
+
+def row_sources(row: TableRow, config: Config, table: str = "main") -> dict[str, str]:
+    """Map each task to the experiment of ``row`` that trained it.
+
+    Raises:
+        InputError: if two experiments of the row train the same task (the cell is ambiguous).
+    """
+    sources: dict[str, str] = {}
+    for name in row.experiments:
+        for task in config.experiments[name].tasks:
+            if task in sources:
+                raise InputError(f"row {row.label!r}: task {task!r} is trained by both "
+                                 f"{sources[task]!r} and {name!r}", field=f"tables.{table}")
+            sources[task] = name
+    return sources
+
+
+def table_experiments(config: Config) -> list[str]:
+    """Experiments whose metrics the tables read (main rows, then ablation rows), no repeats."""
+    names: list[str] = []
+    for row in [*config.tables.main, *config.tables.ablation]:
+        for name in row.experiments:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def table_names(config: Config) -> list[str]:
+    """Names of the tables ``uniav tables`` writes for this configuration (without extension)."""
+    names = ["main"]
+    if config.tables.ablation:
+        names.append("ablation")
+    if any("sed" in row_sources(row, config, table)
+           for table, rows in (("main", config.tables.main), ("ablation", config.tables.ablation))
+           for row in rows):
+        names.append("sed_extras")
+    return names
+
+
+def describe_protocol(config: Config, tasks: list[str]) -> str:
+    """``clean (validation on ...)`` / ``released (the released code's protocol: ...)``.
+
+    ``clean`` never validates on test data (the configuration is refused otherwise) and
+    ``released`` always evaluates the last epoch's EMA weights; where a ``released`` run changed
+    what the plateau gate reads, the text says so instead of claiming the released behaviour.
+    """
+    if config.protocol != "released":
+        return f"{config.protocol} ({PROTOCOL_TEXTS.get(config.protocol, 'see docs/protocol.md')})"
+    gate = config.train.plateau_gate
+    changes = [f"{group_header(t)} validates on subset {subsets.validation!r}, not on the test "
+               f"subset" for t in tasks
+               if (subsets := config.task_spec(t).data.subsets).validation != subsets.test]
+    if not gate.enabled:
+        changes.append("the plateau gate is off")
+    elif gate.model != "raw":
+        changes.append("the plateau gate reads the EMA model")
+    if not changes:
+        return f"released ({PROTOCOL_TEXTS['released']})"
+    return (f"released (the released code's protocol, changed: {'; '.join(changes)}; the last "
+            f"epoch's EMA weights are evaluated)")
+
+
+def _describe_thresholds(thresholds: list[float]) -> str:
+    """``0.50:0.05:0.95`` for an even grid, else a comma list."""
+    if len(thresholds) >= 3:
+        steps = {round(b - a, 6) for a, b in zip(thresholds, thresholds[1:])}
+        if len(steps) == 1:
+            step = steps.pop()
+            digits = max(_decimals(t) for t in [*thresholds, step])
+            return f"{thresholds[0]:.{digits}f}:{step:.{digits}f}:{thresholds[-1]:.{digits}f}"
+    return ", ".join(f"{t:g}" for t in thresholds)
+
+
+def _decimals(value: float) -> int:
+    text = f"{value:.6f}".rstrip("0")
+    return max(1, len(text.split(".")[1]) if "." in text else 1)
+
+
+def _header_caption(config: Config, metrics: dict[str, dict[str, Any]], tasks: list[str],
+                    what: str) -> str:
+    benchmark = config.benchmark + (f" (scale {config.scale})" if config.scale != "default" else "")
+    splits = sorted({str(m.get("split", "test")) for m in metrics.values()}) or ["test"]
+    subsets = ", ".join(f"{group_header(t)}: {config.task_spec(t).data.subsets.test}"
+                        for t in tasks)
+    averages = []
+    for task in tasks:
+        evaluated = evaluated_thresholds(m["tasks"][task] for m in metrics.values()
+                                         if task in m["tasks"])
+        if evaluated:
+            averages.append(f"{group_header(task)} {_describe_thresholds(evaluated)}")
+    return (f"{what} Benchmark: {benchmark}. Split: {'/'.join(splits)} "
+            f"(annotation subsets {subsets}). Detection mAP (%) at the tIoU thresholds shown; "
+            f"avg = mean mAP over tIoU {'; '.join(averages)}. "
+            f"Protocol: {describe_protocol(config, tasks)}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Building tables
+# --------------------------------------------------------------------------------------------
+
+def build_result_table(name: str, title: str, rows: list[TableRow], config: Config,
+                       metrics: dict[str, dict[str, Any]], style: str,
+                       published: Published | None = None) -> Table:
+    """A mAP table (main or ablation) in the given column style.
+
+    Args:
+        name: ``main`` or ``ablation`` (also the key in the published-numbers file).
+        title: heading of the table.
+        rows: the configured rows.
+        config: the configuration (experiments' task sets, task order, subsets, protocol).
+        metrics: metrics JSON per experiment (:func:`~uniav.report.metrics.load_metrics`).
+        style: ``"full"`` or ``"compact"`` (see :data:`PAPER_THRESHOLDS`).
+        published: published numbers to show below the measured rows, if any.
+    """
+    sources = [row_sources(row, config, name) for row in rows]
+    tasks = [t for t in config.tasks if any(t in s for s in sources)]
+    columns: list[Column] = []
+    for task in tasks:
+        evaluated = evaluated_thresholds(
+            metrics[s[task]]["tasks"][task] for s in sources
+            if task in s and task in metrics[s[task]]["tasks"])
+        columns.extend(Column(task, t) for t in display_thresholds(task, evaluated, style))
+        columns.append(Column(task, None))
+    table_rows = []
+    for row, source in zip(rows, sources):
+        values: dict[Any, float | None] = {}
+        for column in columns:
+            experiment = source.get(column.task)
+            task_metrics = metrics[experiment]["tasks"].get(column.task) if experiment else None
+            values[column] = None if task_metrics is None else value_at(task_metrics, column.threshold)
+        table_rows.append(Row(row.label, values, "measured", dict(source)))
+    used = {e: metrics[e] for s in sources for e in s.values()}
+    caption = _header_caption(config, used, tasks, f"{title}.")
+    table = Table(name, title, caption, columns, table_rows)
+    if published is not None:
+        published.extend(table)
+    return table
+
+
+def build_sed_extras_table(config: Config, metrics: dict[str, dict[str, Any]]) -> Table:
+    """PSDS1, PSDS2 and collar F1 of the SED column of each main and ablation row.
+
+    Rows whose SED experiment already appeared are not repeated.
+    """
+    rows: list[Row] = []
+    seen: set[str] = set()
+    extra_columns = [ExtraColumn(key, header) for key, header in SED_EXTRAS]
+    average = Column("sed", None)
+    for table_name, configured in (("main", config.tables.main), ("ablation", config.tables.ablation)):
+        for row in configured:
+            experiment = row_sources(row, config, table_name).get("sed")
+            if experiment is None or experiment in seen:
+                continue
+            seen.add(experiment)
+            sed_metrics = metrics[experiment]["tasks"].get("sed")
+            extras = (sed_metrics or {}).get("sed") or {}
+            values: dict[Any, float | None] = {
+                column: number_or_none(extras.get(column.key)) for column in extra_columns}
+            values[average] = None if sed_metrics is None else value_at(sed_metrics, None)
+            rows.append(Row(row.label, values, "measured", {"sed": experiment}))
+    used = {e: metrics[e] for e in seen}
+    caption = _header_caption(config, used, ["sed"],
+                              "SED extras (not paper-comparable; mAP remains the paper's metric). "
+                              "PSDS1/PSDS2 (sed_scores_eval) and collar-based F1 (0.2 s collar, "
+                              "20 % offset tolerance), macro over classes, in %.")
+    return Table("sed_extras", "SED extras", caption, [*extra_columns, average], rows)
