@@ -7,8 +7,9 @@
 #
 # Rules are thin: each calls one `uniav` sub-command with --config <effective config>, the
 # content-addressed copy of the configuration Snakemake itself sees (params.yaml merged with
-# --configfile/--config), written at parse time by workflow/rules/common.smk.  Every config
-# value a rule uses is in its `params:`, so changing it reruns that rule and what follows.
+# --configfile/--config), written at parse time by workflow/rules/common.smk.  The job plan
+# (uniav/pipeline/jobs.py) gives each job its inputs and the settings it reads, as its `settings`
+# param, so changing a value reruns exactly the jobs that read it.
 # See docs/pipeline.md.
 
 from snakemake.utils import min_version, validate
@@ -30,12 +31,12 @@ include: "workflow/rules/common.smk"
 # written to .snakemake/uniav/params-<hash>.yaml, the --config of every job.
 normalise_config(config)
 validate(config, "workflow/schemas/params.schema.json", set_default=False)
-UNIAV, EFFECTIVE_CONFIG = effective_config(config)
+UNIAV, EFFECTIVE_CONFIG, PLAN = effective_config(config)
 
 
 wildcard_constraints:
-    experiment=constraint_of(UNIAV.experiments),
-    task=constraint_of(UNIAV.tasks),
+    experiment=constraint_of(PLAN.experiments()),
+    task=constraint_of(list(UNIAV.tasks)),
 
 
 report: "workflow/report/workflow.rst"
@@ -58,36 +59,31 @@ rule reproduce_tables:
     """Default target: every table and figure, and every experiment evaluated."""
     default_target: True
     input:
-        table_files(),
-        figure_files(),
-        expand("results/metrics/{experiment}.json", experiment=experiments()),
+        PLAN.table_files(),
+        PLAN.figure_files(),
+        PLAN.metrics_files(),
 
 
 rule data_all:
     """Phase target `data` (DVC stage data): annotations and media, or the paper downloads."""
     input:
-        data_targets(),
+        PLAN.data_targets(),
 
 
 rule features_all:
     """Phase target `features` (DVC stage features): feature stores and class prompts."""
     input:
-        feature_targets(),
-        prompt_targets(),
+        PLAN.feature_targets(),
 
 
 rule train_all:
     """Phase target `train` (DVC stage train): exported weights and history of every experiment."""
     input:
-        expand(
-            "results/models/{experiment}/{name}",
-            experiment=experiments(),
-            name=["model.safetensors", "training.json"],
-        ),
+        PLAN.model_files(),
 
 
 rule evaluate_all:
     """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every experiment."""
     input:
-        expand("results/metrics/{experiment}.json", experiment=experiments()),
-        expand("results/predictions/{experiment}", experiment=experiments()),
+        PLAN.metrics_files(),
+        PLAN.prediction_dirs(),

@@ -151,6 +151,16 @@ def load_model_from_weights(path: str | Path, device: torch.device | str = "cpu"
     return model.to(device).eval(), metadata
 
 
+def evaluation_settings(config: Config, experiment: str) -> dict[str, Any]:
+    """Every setting ``uniav evaluate`` reads from the configuration besides the weights: the
+    experiment's tasks and task specs, the evaluation settings, the seed, the data policy and
+    the protocol (the pipeline reruns the job when they change)."""
+    resolved = config.experiment(experiment)
+    return {"tasks": resolved.tasks, "specs": resolved.to_dict()["specs"],
+            "eval": to_plain(config.eval), "seed": config.seed, "data": to_plain(config.data),
+            "protocol": config.protocol}
+
+
 def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
                         predictions_dir: str | Path, metrics_path: str | Path,
                         split: str = "test", threads: int | None = None,

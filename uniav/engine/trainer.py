@@ -42,7 +42,8 @@ from uniav.engine.distributed import (DistributedContext, barrier, broadcast_obj
 from uniav.engine.sampling import BatchStream
 from uniav.engine.schedule import PlateauGate
 from uniav.engine.stepper import StepResult, TrainingStep
-from uniav.engine.training_data import build_model_spec, configure_torch, load_task_data
+from uniav.engine.training_data import (build_model_spec, configure_torch, load_task_data,
+                                         training_settings)
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_json
 from uniav.model import UniAV
@@ -128,9 +129,8 @@ class Trainer:
                                         gate_cfg.continue_threshold, gate_cfg.cooldown)
                       for task in self.experiment.tasks}
         self.config_hash = config_hash({
-            "experiment": self.experiment.to_dict(), "seed": config.seed, "world_size": world,
-            "model_spec": self.spec.to_dict(), "eval": to_plain(config.eval),
-            "data": to_plain(config.data), "protocol": config.protocol,
+            **training_settings(config, experiment), "world_size": world,
+            "model_spec": self.spec.to_dict(),
             "classes": {t: d.train.classes for t, d in self.data.items()},
             "prompts": {t: None if d.prompts is None else
                         float(np.asarray(d.prompts, dtype=np.float64).sum())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniav.config import Config, ResolvedExperiment
+from uniav.config import Config, ResolvedExperiment, to_plain
 from uniav.data.dataset import LocalizationDataset
 from uniav.errors import InputError
 from uniav.model import ModelSpec, TaskHeadConfig
@@ -23,6 +23,16 @@ class TaskData:
     train: LocalizationDataset
     validation: LocalizationDataset
     prompts: np.ndarray | None
+
+
+def training_settings(config: Config, experiment: str) -> dict:
+    """Every setting a training run reads from the configuration: the resolved experiment
+    (tasks, model, training settings, task specs), the seed, the evaluation settings used for
+    validation, the data policy and the protocol.  The run's config hash covers them (with what
+    it reads from its inputs); the pipeline reruns the job when they change."""
+    return {"experiment": config.experiment(experiment).to_dict(), "seed": config.seed,
+            "eval": to_plain(config.eval), "data": to_plain(config.data),
+            "protocol": config.protocol}
 
 
 def configure_torch(deterministic: bool, device: torch.device, threads: int | None) -> None:

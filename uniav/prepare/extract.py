@@ -36,16 +36,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from uniav.config import Config, FeaturesConfig
-from uniav.prepare.parallel import parallel_map
+from uniav.config import Config, FeaturesConfig, to_plain
 from uniav.data.annotations import load_annotations
-from uniav.grid import TimeGrid
-from uniav.prepare.encoders import Encoder, audio_window_samples, get_encoder
 from uniav.data.features import (META_FILE, FeatureLayout, FeatureStore, layout_of, pack_hdf5,
                                  write_meta, write_npy_video)
-from uniav.prepare.media import DecodedMedia, decode_media
 from uniav.errors import ConfigError, InputError
 from uniav.fileio import read_json_object
+from uniav.grid import TimeGrid
+from uniav.prepare.encoders import Encoder, audio_window_samples, get_encoder
+from uniav.prepare.media import DecodedMedia, decode_media
+from uniav.prepare.parallel import parallel_map
 
 LOG = logging.getLogger(__name__)
 
@@ -239,6 +239,16 @@ def extract_and_write(media_path: str, video_id: str, expected_duration: float, 
                                       source=media_path, video_id=video_id)
     write_npy_video(Path(directory), layout, video_id, visual, audio)
     return video_id
+
+
+def extraction_settings(config: Config, task: str) -> dict[str, Any]:
+    """Every setting a task's feature store depends on (besides the media): the encoders and the
+    task's grid and store layout - the rerun trigger of the pipeline's extraction job."""
+    data = config.task_spec(task).data
+    grid = ("fps", "feat_stride", "window_frames", "feature_format", "id_prefix",
+            "visual_suffix", "audio_suffix")
+    return {"features": to_plain(config.features),
+            "grid": {key: getattr(data, key) for key in grid}}
 
 
 def extract_task(config: Config, task: str, *, force: bool = False, progress: bool = True,

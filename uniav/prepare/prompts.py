@@ -164,6 +164,28 @@ def load_prompt_embeddings(path_npy: str | Path, classes: list[str]) -> np.ndarr
     return embeddings
 
 
+def prompt_settings(config: Config, task: str) -> dict[str, Any]:
+    """Every setting a task's prompt embeddings depend on (besides the class list of the
+    annotation file): source, template, and the encoder model or the ``.npy`` file - the rerun
+    trigger of the pipeline's prompts job and part of the ``<task>.json`` record.
+
+    Raises:
+        ConfigError: ``prompts.source: npy`` without a file for the task.
+    """
+    prompts_cfg = config.prompts
+    settings: dict[str, Any] = {"template": config.task_spec(task).prompt_template,
+                                "source": prompts_cfg.source}
+    if prompts_cfg.source == "npy":
+        sources = getattr(getattr(config.datasets, config.benchmark), "prompts", None) or {}
+        if task not in sources:
+            raise ConfigError(f"datasets.{config.benchmark}.prompts.{task}: needed when "
+                              f"prompts.source is npy")
+        settings["file"] = str(sources[task])
+    else:
+        settings["model"] = prompts_cfg.model
+    return settings
+
+
 def build_prompts(config: Config, task: str, *, force: bool = False,
                   text_encoder: TextEncoder | None = None) -> Path:
     """Compute (or load) and write one task's prompt embeddings.
@@ -182,23 +204,12 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
     if not classes:
         raise InputError("the annotation file lists no classes", file=spec.data.annotations,
                          field="classes")
-    template = spec.prompt_template
-    texts = prompt_texts(template, classes)
+    settings = prompt_settings(config, task)
+    texts = prompt_texts(settings["template"], classes)
     prompts_cfg = config.prompts
     output_dir = Path(prompts_cfg.output_dir)
     npy_path, json_path = output_dir / f"{task}.npy", output_dir / f"{task}.json"
-    record: dict[str, Any] = {"task": task, "classes": classes, "template": template,
-                              "prompts": texts, "source": prompts_cfg.source}
-    if prompts_cfg.source == "npy":
-        benchmark = getattr(config.datasets, config.benchmark)
-        sources = getattr(benchmark, "prompts", None) or {}
-        if task not in sources:
-            raise ConfigError(f"datasets.{config.benchmark}.prompts.{task}: needed when "
-                              f"prompts.source is npy")
-        source_path = Path(sources[task])
-        record["file"] = str(source_path)
-    else:
-        record["model"] = prompts_cfg.model
+    record: dict[str, Any] = {"task": task, "classes": classes, "prompts": texts, **settings}
     previous = read_json_object(json_path)
     if not force and npy_path.is_file() and previous is not None \
             and {k: v for k, v in previous.items() if k != "dim"} == record:
@@ -209,6 +220,7 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
         except InputError as exc:
             LOG.info("%s: existing prompt embeddings unusable (%s); rewriting", task, exc)
     if prompts_cfg.source == "npy":
+        source_path = Path(settings["file"])
         embeddings = _validate(_load_npy(source_path), classes, source_path)
     else:
         encode = text_encoder or load_sentence_encoder(prompts_cfg.model)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from uniav.config import Config
+from uniav.config import Config, to_plain
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_text, load_json_file
 from uniav.report.metrics import load_metrics
@@ -33,6 +33,14 @@ from uniav.report.table_data import TASK_TITLES, row_sources
 
 #: Classes shown per task in the per-class AP chart before it is cut to the best and worst.
 MAX_CLASSES_SHOWN = 40
+
+
+def figures_settings(config: Config) -> dict[str, Any]:
+    """Every setting ``uniav figures`` reads: the experiments and their tasks, the main-table
+    rows and the test subsets of the tasks."""
+    return {"experiments": {name: e.tasks for name, e in config.experiments.items()},
+            "main": to_plain(config.tables.main),
+            "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks}}
 
 
 def figure_paths(config: Config, output_dir: str | Path) -> list[Path]:

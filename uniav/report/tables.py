@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uniav.config import Config
+from uniav.config import Config, to_plain
 from uniav.fileio import atomic_write_text
 from uniav.report.metrics import load_metrics, write_summary
 from uniav.report.published import Published, load_published
@@ -105,3 +105,19 @@ def write_tables(config: Config, metrics_dir: str | Path, output_dir: str | Path
             atomic_write_text(path, text)
             written.append(path)
     return written
+
+
+def tables_settings(config: Config) -> dict:
+    """Every setting ``uniav tables`` reads: the table rows, the experiments' task sets, the
+    tasks and their test subsets (captions), benchmark, scale, protocol (and what the protocol's
+    caption says about validation), and the published-numbers file."""
+    published = (config.tables.published if config.benchmark == "paper" else None)
+    return {"tables": {"main": to_plain(config.tables.main),
+                       "ablation": to_plain(config.tables.ablation)},
+            "experiments": {name: e.tasks for name, e in config.experiments.items()},
+            "tasks": list(config.tasks),
+            "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks},
+            "benchmark": config.benchmark, "scale": config.scale, "protocol": config.protocol,
+            "validation": {"split": config.train.validation_split,
+                           "gate": to_plain(config.train.plateau_gate)},
+            "published": published}

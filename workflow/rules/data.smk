@@ -6,11 +6,11 @@
 rule synthesize:
     """Generate one task's synthetic videos (16 fps / 16 kHz media) and annotations."""
     output:
-        annotations=synthetic_pattern("annotations"),
-        media=directory(synthetic_pattern("media")),
+        annotations=PLAN.synthetic_pattern("annotations"),
+        media=directory(PLAN.synthetic_pattern("media")),
     params:
         config=effective_config_param,
-        settings=synthesize_settings,
+        settings=settings_of("synthesize"),
     log:
         "logs/synthesize/{task}.log",
     threads: 2
@@ -28,11 +28,11 @@ rule download:
     params:
         config=effective_config_param,
         names=download_names,
-        settings=download_settings,
+        settings=settings_of("download"),
     log:
         "logs/download/{paper_file}.log",
     wildcard_constraints:
-        paper_file=exact_paths(manifest_outputs(directories=False)),
+        paper_file=exact_paths(PLAN.manifest_outputs(directories=False)),
     conda:
         UNIAV_ENV
     shell:
@@ -46,11 +46,11 @@ rule download_unpacked:
     params:
         config=effective_config_param,
         names=download_names,
-        settings=download_settings,
+        settings=settings_of("download"),
     log:
         "logs/download/{paper_directory}.log",
     wildcard_constraints:
-        paper_directory=exact_paths(manifest_outputs(directories=True)),
+        paper_directory=exact_paths(PLAN.manifest_outputs(directories=True)),
     conda:
         UNIAV_ENV
     shell:

@@ -12,7 +12,7 @@ rule evaluate:
         predictions=directory("results/predictions/{experiment}"),
     params:
         config=effective_config_param,
-        settings=evaluate_settings,
+        settings=settings_of("evaluate"),
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:

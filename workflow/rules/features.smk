@@ -5,13 +5,13 @@
 rule extract_features:
     """Decode, window and encode one task's videos into its feature store."""
     input:
-        annotations=synthetic_pattern("annotations"),
-        media=synthetic_pattern("media"),
+        annotations=PLAN.synthetic_pattern("annotations"),
+        media=PLAN.synthetic_pattern("media"),
     output:
         features=synthetic_feature_output(),
     params:
         config=effective_config_param,
-        settings=extract_settings,
+        settings=settings_of("extract"),
     log:
         "logs/extract_features/{task}.log",
     benchmark:

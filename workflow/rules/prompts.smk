@@ -7,11 +7,11 @@ rule prompts:
     input:
         unpack(prompt_inputs),
     output:
-        embeddings=f"{prompts_dir()}/{{task}}.npy",
-        meta=f"{prompts_dir()}/{{task}}.json",
+        embeddings=f"{PLAN.prompts_dir()}/{{task}}.npy",
+        meta=f"{PLAN.prompts_dir()}/{{task}}.json",
     params:
         config=effective_config_param,
-        settings=prompt_settings,
+        settings=settings_of("prompts"),
     log:
         "logs/prompts/{task}.log",
     conda:

@@ -16,13 +16,13 @@ rule tables:
                 subcategory=Path(path).stem,
                 labels={"table": Path(path).stem, "format": Path(path).suffix.lstrip(".")},
             )
-            for path in table_files()
+            for path in PLAN.table_files()
         ],
-        [f"results/tables/{name}.csv-metadata.json" for name in table_names(UNIAV)],
+        PLAN.table_sidecars(),
         summary="results/metrics/summary.json",
     params:
         config=effective_config_param,
-        settings=tables_settings,
+        settings=settings_of("tables"),
     log:
         "logs/tables.log",
     conda:
@@ -47,11 +47,11 @@ rule figures:
             )
             if path.endswith(".png")
             else path
-            for path in figure_files()
+            for path in PLAN.figure_files()
         ],
     params:
         config=effective_config_param,
-        settings=figures_settings,
+        settings=settings_of("figures"),
     log:
         "logs/figures.log",
     conda:

@@ -15,7 +15,7 @@ rule train:
         history="results/models/{experiment}/training.json",
     params:
         config=effective_config_param,
-        settings=train_settings,
+        settings=settings_of("train"),
         output_dir=model_dir,
         work_dir=checkpoint_dir,
         prompts_dir=prompts_dir_param,

@@ -1,0 +1,106 @@
+"""The job plan: each job's settings change exactly when a value it reads changes; paths and
+inputs of both benchmarks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from uniav.config import load_config
+from uniav.errors import ConfigError
+from uniav.pipeline.jobs import JobPlan
+
+JOBS = {"synthesize": {"task": "sed"}, "extract": {"task": "sed"}, "prompts": {"task": "sed"},
+        "train": {"experiment": "uniav"}, "evaluate": {"experiment": "uniav"}, "tables": {},
+        "figures": {}}
+
+
+def _plan(*overrides: str) -> JobPlan:
+    return JobPlan(load_config(REPO_ROOT / "params.yaml", list(overrides)))
+
+
+def _changed(override: str) -> set[str]:
+    base, other = _plan(), _plan(override)
+    return {job for job, wildcards in JOBS.items()
+            if base.settings(job, **wildcards) != other.settings(job, **wildcards)}
+
+
+@pytest.mark.parametrize("override, jobs", [
+    ("train.epochs=3", {"train"}),
+    ("experiments.uniav.model={task_experts: false}", {"train"}),  # evaluate: via the weights
+    ("eval.max_segments=50", {"train", "evaluate"}),            # validation reads eval settings
+    ("seed=5", {"train", "evaluate"}),
+    ("data.duration_mismatch=warn", {"train", "evaluate"}),
+    ("features.audio_encoder=logmel_fine", None),               # unknown encoder: refused
+    ("tasks.sed.prompt_template=A sound of {}.", {"prompts", "train", "evaluate"}),
+    ("tasks.sed.nms_sigma=0.5", {"train", "evaluate"}),
+    ("datasets.synthetic.seed=8", {"synthesize"}),
+    ("datasets.synthetic.tasks.sed.feat_stride=8", {"extract", "train", "evaluate"}),
+    ("tables.published=other.yaml", set()),                     # read for the paper benchmark only
+    ("tracking.experiment_name=other", set()),                  # tracking is a side effect
+])
+def test_settings_change_exactly_for_the_jobs_that_read_them(override, jobs):
+    if jobs is None:
+        with pytest.raises(ConfigError):
+            _plan(override)
+        return
+    assert _changed(override) == jobs
+
+
+def test_protocol_reruns_training_evaluation_and_tables():
+    changed = _changed("protocol=released")
+    assert {"train", "evaluate", "tables"} <= changed
+    assert "synthesize" not in changed and "extract" not in changed
+
+
+def test_settings_are_canonical_json():
+    text = _plan().settings("train", experiment="uniav")
+    assert json.loads(text)["experiment"]["name"] == "uniav"
+    assert text == _plan().settings("train", experiment="uniav")
+    with pytest.raises(KeyError, match="no job"):
+        _plan().settings("deploy")
+
+
+def test_checkpoint_dir_follows_the_training_settings():
+    assert _plan().checkpoint_dir("uniav") == _plan().checkpoint_dir("uniav")
+    assert _plan().checkpoint_dir("uniav") != _plan("train.epochs=3").checkpoint_dir("uniav")
+    assert _plan().checkpoint_dir("uniav").startswith("work/checkpoints/uniav/")
+
+
+def test_synthetic_paths_become_one_task_pattern():
+    plan = _plan()
+    assert plan.synthetic_pattern("annotations") == "resources/synthetic/{task}/annotations.json"
+    assert plan.annotations_of("tal") == "resources/synthetic/tal/annotations.json"
+    assert plan.data_targets()[0] == "resources/synthetic/tal/annotations.json"
+    bad = _plan("datasets.synthetic.tasks.tal.annotations=annotations.json")
+    with pytest.raises(ConfigError, match=r"datasets\.synthetic\.tasks\.tal\.annotations: "
+                                          r"'resources/synthetic/annotations\.json' must contain"):
+        bad.synthetic_pattern("annotations")
+
+
+def test_paper_inputs_are_download_targets():
+    plan = _plan("benchmark=paper")
+    assert plan.features_of("tal") == "resources/paper/activitynet13/av_features"
+    assert plan.annotations_of("sed") == "resources/paper/desed/annotations/dcase_all.json"
+    assert "resources/paper/activitynet13/av_features" in plan.manifest_outputs(directories=True)
+    assert plan.download_names("resources/paper/desed/av_features") == [
+        "desed_features_audio", "desed_features_visual"]
+    assert plan.prompt_inputs("tal")["npy"] == "resources/paper/activitynet13/anet_prompt.npy"
+    moved = _plan("benchmark=paper", "datasets.paper.root=/data/uniav")
+    assert moved.features_of("tal") == "/data/uniav/activitynet13/av_features"
+    assert moved.published_file() == "workflow/published/uniav_arxiv2404.03179.yaml"
+    assert _plan().published_file() is None
+
+
+def test_phase_targets_cover_every_experiment():
+    plan = _plan()
+    assert plan.model_files()[:2] == ["results/models/single_tal/model.safetensors",
+                                      "results/models/single_tal/training.json"]
+    assert len(plan.metrics_files()) == len(plan.experiments()) == 6
+    assert "results/tables/main.md" in plan.table_files()
+    assert "results/tables/main.csv-metadata.json" in plan.table_sidecars()
+    inputs = plan.experiment_inputs("uniav")
+    assert inputs["prompts_sed"] == "results/prompts/sed.npy"
+    assert set(plan.evaluation_inputs("single_tal")) == {"annotations_tal", "features_tal"}

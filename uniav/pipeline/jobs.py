@@ -1,0 +1,311 @@
+"""The job plan of the Snakemake workflow: for each job, the settings it depends on (its rerun
+trigger), its inputs and its outputs - computed from the validated configuration, tested with
+pytest, and read by the thin rule files (``workflow/rules/*.smk``).
+
+Settings come from the command that reads them (each command owns the list of settings it
+reads): :func:`~uniav.prepare.synthetic.generation_record`,
+:func:`~uniav.prepare.extract.extraction_settings`, :func:`~uniav.prepare.prompts.prompt_settings`,
+:func:`~uniav.engine.training_data.training_settings`,
+:func:`~uniav.engine.inference.evaluation_settings`, :func:`~uniav.report.tables.tables_settings`
+and :func:`~uniav.report.figures.figures_settings`.  A job's ``settings`` parameter is their
+canonical JSON, so a changed value reruns exactly the jobs that read it.
+
+Paths: every task's data path of the synthetic benchmark must contain the task name once as its
+own token (``resources/synthetic/tal/annotations.json``), so one rule with a ``{task}`` wildcard
+produces every task's file (:meth:`JobPlan.synthetic_pattern`).  Paper-benchmark inputs are the
+download targets of the manifest that contain them (:meth:`JobPlan.paper_source`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from uniav.config import Config, to_plain
+from uniav.errors import ConfigError
+
+#: The tables' file formats.
+TABLE_FORMATS = ("md", "csv", "tex")
+
+
+def canonical(data: Any) -> str:
+    """Canonical JSON of plain data or dataclasses (a job's ``settings`` parameter)."""
+    return json.dumps(to_plain(data), sort_keys=True, separators=(",", ":"))
+
+
+def constraint_of(names: list[str]) -> str:
+    """A wildcard constraint matching exactly one of ``names`` (nothing when empty)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+class JobPlan:
+    """What every job of the workflow reads and writes, for one configuration.
+
+    Args:
+        config: the validated configuration (the effective one the jobs read).
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    # ---- names -----------------------------------------------------------------------------
+
+    def experiments(self) -> list[str]:
+        """Experiment names, in ``experiments:`` order."""
+        return list(self.config.experiments)
+
+    def used_tasks(self) -> list[str]:
+        """Tasks trained by at least one experiment, in ``tasks:`` order."""
+        used = {task for exp in self.config.experiments.values() for task in exp.tasks}
+        return [task for task in self.config.tasks if task in used]
+
+    def prompts_dir(self) -> str:
+        """Where ``uniav prompts`` writes ``<task>.npy`` and ``<task>.json``."""
+        return self.config.prompts.output_dir.rstrip("/")
+
+    # ---- settings (rerun triggers) ------------------------------------------------------------
+
+    def settings(self, job: str, **wildcards: str) -> str:
+        """The canonical JSON of the settings ``job`` reads (see module docs).
+
+        Args:
+            job: ``synthesize``, ``download``, ``extract``, ``prompts``, ``train``,
+                ``evaluate``, ``tables`` or ``figures``.
+            wildcards: the job's wildcards (``task``, ``experiment``, ``paper_file``...).
+        """
+        config = self.config
+        if job == "synthesize":
+            from uniav.prepare.synthetic import generation_record
+
+            record = generation_record(config, wildcards["task"])
+            record.pop("fingerprint", None)
+            return canonical(record)
+        if job == "download":
+            names = set(self.download_names(wildcards["target"]))
+            # checksums and descriptions are left out: `uniav download` verifies checksums itself
+            # and keeps files that match, so pinning a hash must not delete unpacked data
+            return canonical([{"name": e.name, "url": e.url, "dest": e.dest, "unpack": e.unpack}
+                              for e in config.datasets.paper.manifest if e.name in names])
+        if job == "extract":
+            from uniav.prepare.extract import extraction_settings
+
+            return canonical(extraction_settings(config, wildcards["task"]))
+        if job == "prompts":
+            from uniav.prepare.prompts import prompt_settings
+
+            return canonical({**prompt_settings(config, wildcards["task"]),
+                              "benchmark": config.benchmark})
+        if job == "train":
+            from uniav.engine.training_data import training_settings
+
+            return canonical(training_settings(config, wildcards["experiment"]))
+        if job == "evaluate":
+            from uniav.engine.inference import evaluation_settings
+
+            return canonical(evaluation_settings(config, wildcards["experiment"]))
+        if job == "tables":
+            from uniav.report.tables import tables_settings
+
+            return canonical(tables_settings(config))
+        if job == "figures":
+            from uniav.report.figures import figures_settings
+
+            return canonical(figures_settings(config))
+        raise KeyError(f"no job {job!r} in the plan")
+
+    def checkpoint_dir(self, experiment: str) -> str:
+        """Resumable checkpoints of a training job: ``work/checkpoints/<experiment>/<hash>``.
+
+        Keyed by the job's settings, so a job rerun after a config change starts afresh while a
+        killed job rerun with the same settings resumes.  Never a declared output: Snakemake would
+        delete it before a rerun.
+        """
+        digest = hashlib.sha256(self.settings("train", experiment=experiment).encode())
+        return f"work/checkpoints/{experiment}/{digest.hexdigest()[:12]}"
+
+    # ---- data paths --------------------------------------------------------------------------
+
+    def synthetic_pattern(self, field: str) -> str:
+        """``datasets.synthetic.tasks.<task>.<field>`` of every task as one ``{task}`` pattern.
+
+        Raises:
+            ConfigError: a task's path does not contain its name exactly once as its own
+                token, or the paths differ by more than the task name.
+        """
+        patterns = set()
+        for task, data in self.config.datasets.synthetic.tasks.items():
+            path = getattr(data, field)
+            key = f"datasets.synthetic.tasks.{task}.{field}"
+            if path is None:
+                raise ConfigError(f"{key}: not set")
+            token = re.compile(rf"(?<![A-Za-z0-9]){re.escape(task)}(?![A-Za-z0-9])")
+            if len(token.findall(path)) != 1:
+                raise ConfigError(f"{key}: {path!r} must contain the task name {task!r} exactly "
+                                  f"once (as its own path component or file stem), so one rule "
+                                  f"can produce every task's file")
+            patterns.add(token.sub("{task}", path).rstrip("/"))
+        if len(patterns) != 1:
+            raise ConfigError(f"datasets.synthetic.tasks.<task>.{field}: the per-task paths must "
+                              f"differ only by the task name, got {sorted(patterns)}")
+        return patterns.pop()
+
+    def synthetic_features_are_directories(self) -> bool:
+        """Whether the synthetic feature stores are npy directories (else HDF5 files)."""
+        formats = {data.feature_format for data in self.config.datasets.synthetic.tasks.values()}
+        if len(formats) != 1:
+            raise ConfigError("datasets.synthetic.tasks.<task>.feature_format: use one format for "
+                              "every task")
+        return formats.pop() == "npy"
+
+    def manifest_targets(self) -> dict[str, tuple[str, bool]]:
+        """Where each manifest entry lands: ``{name: (path, is a directory)}`` (an archive: the
+        directory it unpacks into, which several archives may share)."""
+        from uniav.prepare.download import resolve_dest, unpack_target
+
+        paper = self.config.datasets.paper
+        targets = {}
+        for entry in paper.manifest:
+            dest = resolve_dest(entry, paper.root)
+            targets[entry.name] = (str(unpack_target(dest) if entry.unpack else dest),
+                                   entry.unpack)
+        return targets
+
+    def manifest_outputs(self, directories: bool | None = None) -> list[str]:
+        """Distinct download targets (only files, only directories, or both when None)."""
+        outputs: list[str] = []
+        for path, is_directory in self.manifest_targets().values():
+            if (directories is None or is_directory == directories) and path not in outputs:
+                outputs.append(path)
+        return outputs
+
+    def download_names(self, target: str) -> list[str]:
+        """Manifest entries that produce the file or directory ``target``."""
+        return [name for name, (path, _) in self.manifest_targets().items() if path == target]
+
+    def paper_source(self, path: str) -> str:
+        """The manifest target that is ``path`` or contains it (so the download is planned when
+        it is missing); otherwise ``path`` itself, which must then exist (placed by hand)."""
+        target = Path(path)
+        for dest in self.manifest_outputs():
+            if target == Path(dest) or Path(dest) in target.parents:
+                return dest
+        return str(path)
+
+    def annotations_of(self, task: str) -> str:
+        """The annotation file of a task (as an input of the current benchmark)."""
+        if self.config.benchmark == "paper":
+            return self.paper_source(self.config.task_spec(task).data.annotations)
+        return self.synthetic_pattern("annotations").format(task=task)
+
+    def features_of(self, task: str) -> str:
+        """The feature store of a task (as an input of the current benchmark)."""
+        if self.config.benchmark == "paper":
+            return self.paper_source(self.config.task_spec(task).data.features)
+        return self.synthetic_pattern("features").format(task=task)
+
+    def prompt_files(self, task: str) -> list[str]:
+        """The prompt embeddings and their record, written by ``uniav prompts``."""
+        return [f"{self.prompts_dir()}/{task}.npy", f"{self.prompts_dir()}/{task}.json"]
+
+    # ---- phase targets ---------------------------------------------------------------------
+
+    def data_targets(self) -> list[str]:
+        """Phase ``data``: what synthesize (or download) produces for every task."""
+        if self.config.benchmark == "paper":
+            return self.manifest_outputs() or [self.annotations_of(t) for t in self.used_tasks()]
+        return [self.synthetic_pattern(field).format(task=task)
+                for field in ("annotations", "media") for task in self.used_tasks()]
+
+    def feature_targets(self) -> list[str]:
+        """Phase ``features``: every task's feature store and prompt embeddings."""
+        return ([self.features_of(task) for task in self.used_tasks()]
+                + [path for task in self.used_tasks() for path in self.prompt_files(task)])
+
+    def model_files(self) -> list[str]:
+        """Phase ``train``: every experiment's exported weights and history."""
+        return [f"results/models/{name}/{file}" for name in self.experiments()
+                for file in ("model.safetensors", "training.json")]
+
+    def metrics_files(self) -> list[str]:
+        """Every experiment's metrics JSON."""
+        return [f"results/metrics/{name}.json" for name in self.experiments()]
+
+    def prediction_dirs(self) -> list[str]:
+        """Every experiment's predictions directory."""
+        return [f"results/predictions/{name}" for name in self.experiments()]
+
+    def table_files(self) -> list[str]:
+        """Every table ``uniav tables`` writes (Markdown, CSV, LaTeX)."""
+        from uniav.report.tables import table_names
+
+        return [f"results/tables/{name}.{suffix}" for name in table_names(self.config)
+                for suffix in TABLE_FORMATS]
+
+    def table_sidecars(self) -> list[str]:
+        """The caption sidecar of every CSV table."""
+        from uniav.report.tables import table_names
+
+        return [f"results/tables/{name}.csv-metadata.json" for name in table_names(self.config)]
+
+    def figure_files(self) -> list[str]:
+        """Every file ``uniav figures`` writes."""
+        from uniav.report.figures import figure_paths
+
+        return [str(path) for path in figure_paths(self.config, "results/figures")]
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def prompt_inputs(self, task: str) -> dict[str, str]:
+        """The class list (annotation file) and, for ``prompts.source: npy``, the file."""
+        inputs = {"annotations": self.annotations_of(task)}
+        if self.config.prompts.source == "npy":
+            inputs["npy"] = self.paper_source(self.config.datasets.paper.prompts[task])
+        return inputs
+
+    def experiment_inputs(self, experiment: str) -> dict[str, str]:
+        """Annotations, feature stores and prompt embeddings of the experiment's tasks."""
+        inputs = {}
+        for task in self.config.experiments[experiment].tasks:
+            inputs[f"annotations_{task}"] = self.annotations_of(task)
+            inputs[f"features_{task}"] = self.features_of(task)
+            inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
+        return inputs
+
+    def evaluation_inputs(self, experiment: str) -> dict[str, str]:
+        """Annotations and feature stores of the experiment's tasks (the weights carry prompts)."""
+        inputs = {}
+        for task in self.config.experiments[experiment].tasks:
+            inputs[f"annotations_{task}"] = self.annotations_of(task)
+            inputs[f"features_{task}"] = self.features_of(task)
+        return inputs
+
+    def published_file(self) -> str | None:
+        """The published-numbers file shown in the tables (paper benchmark only), or None."""
+        if self.config.benchmark == "paper" and self.config.tables.published:
+            return self.config.tables.published
+        return None
+
+    def table_inputs(self) -> dict[str, Any]:
+        """The metrics of every experiment a table row uses (and the published file, if any)."""
+        from uniav.report.tables import table_experiments
+
+        inputs: dict[str, Any] = {"metrics": [f"results/metrics/{name}.json"
+                                              for name in table_experiments(self.config)]}
+        if self.published_file():
+            inputs["published"] = self.published_file()
+        return inputs
+
+    def figure_inputs(self) -> dict[str, list[str]]:
+        """Training histories of all experiments; metrics, predictions and ground truth of the
+        main-table experiments and tasks."""
+        from uniav.report.figures import main_table_sources, main_table_tasks
+
+        tasks = main_table_tasks(self.config)
+        shown = sorted({e for t in tasks for _, e in main_table_sources(self.config, t)})
+        return {"training": [f"results/models/{name}/training.json" for name in self.experiments()],
+                "metrics": [f"results/metrics/{name}.json" for name in shown],
+                "predictions": [f"results/predictions/{name}" for name in shown],
+                "annotations": [self.annotations_of(task) for task in tasks]}
