@@ -1,4 +1,4 @@
-"""Bad input (DESIGN section 10; evaluation_and_reliability.md B.6 rows F1-F13, A1-A13): each case
+"""Bad input (docs/reliability.md): each case
 raises an InputError naming the file, the video and the field."""
 
 from __future__ import annotations

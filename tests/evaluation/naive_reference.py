@@ -1,5 +1,5 @@
 """A deliberately plain, loop-by-loop ActivityNet AP, written from the protocol description
-(evaluation notes A.1.2), to cross-check the vectorised evaluator on random data.
+(docs/evaluation.md), to cross-check the vectorised evaluator on random data.
 
 Tie rules as documented by the evaluator (score ties: input order; tIoU ties: first listed
 instance) - random float inputs have no ties anyway.

@@ -96,7 +96,7 @@ def test_mmaction2_fixture(tmp_path):
     expected = REFERENCE["multi_class_fixture"]
     assert result.map_per_threshold == pytest.approx(expected["mAP"], abs=1e-6)
     assert result.average_map == pytest.approx(expected["average_mAP"], abs=1e-12)
-    # per-class values (evaluation notes A.1.3)
+    # per-class values (the mmaction2 fixture's README)
     assert result.per_class["Wakeboarding"] == pytest.approx(
         [0.42857143] * 3 + [0.375] * 2 + [0.19444444] + [0.04166667] * 3 + [0.0], abs=1e-6)
     assert result.per_class["Cleaning shoes"] == pytest.approx([1.0] * 10, abs=1e-12)

@@ -24,7 +24,7 @@ def detections(per_clip):
 
 
 def test_notes_anchor_collar_f1_and_psds():
-    # evaluation notes A.3.3: two 10-s clips, classes Dog/Speech
+    # docs/evaluation.md (SED extras): two 10-s clips, classes Dog/Speech
     gt = [clip("f1", [(1, 3, "Dog"), (5, 9, "Speech")]), clip("f2", [(0, 4, "Speech")])]
     preds = detections({"f1": [(1.1, 3.1, "Dog", 0.9), (5, 8, "Speech", 0.8),
                                (6, 9.5, "Speech", 0.3)],

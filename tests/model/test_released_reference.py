@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_REFERENCE
-from uniav.model import ModelSpec, TaskHeadConfig
+from uniav.model import ModelSpec
 from uniav.model.released import infer_released_layout, load_released_model, released_model_spec
 
 REFERENCE_DIR = SHARED_REFERENCE / "original_small"

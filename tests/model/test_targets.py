@@ -1,4 +1,4 @@
-"""Label assignment on hand-made cases (DESIGN section 6.7)."""
+"""Label assignment on hand-made cases (docs/architecture.md, "The network")."""
 
 from __future__ import annotations
 

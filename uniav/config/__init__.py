@@ -11,10 +11,10 @@ Every problem is a :class:`~uniav.errors.ConfigError` naming the key path, e.g.:
     ConfigError: train.lr.tal: expected a number, got 'fast'
 """
 
-from uniav.config.experiments import ResolvedExperiment, TaskSpec, resolve_model
+from uniav.config.experiments import MODEL_PRESETS, ResolvedExperiment, TaskSpec, resolve_model
 from uniav.config.loading import (DEFAULT_PROTOCOL, config_from_dict, config_hash, deep_merge,
                                   load_config, parse_override, to_plain)
-from uniav.config.sections import (MODEL_PRESETS, Config, CustomEncoderConfig, DataPolicy,
+from uniav.config.sections import (Config, CustomEncoderConfig, DataPolicy,
                                    DatasetTaskConfig, EvalConfig, ExperimentConfig,
                                    FeaturesConfig, ManifestEntry, MediaConfig, ModelConfig,
                                    PaperConfig, PlateauGateConfig, PromptsConfig, SplitSizes,

@@ -22,15 +22,12 @@ from uniav.config.validation import partial_type
 #: Task and experiment names: lower-case identifiers (they become file names and metric names).
 NAME = r"^[a-z][a-z0-9_]*$"
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveInt, NonNegativeInt = Annotated[int, Field(ge=1)], Annotated[int, Field(ge=0)]
+PositiveFloat, NonNegativeFloat = Annotated[float, Field(gt=0)], Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]          # [0, 1]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]      # (0, 1)
 Threshold = Annotated[float, Field(gt=0, le=1)]         # (0, 1]
-NonEmpty = Annotated[str, Field(min_length=1)]
-TaskName = Annotated[str, Field(pattern=NAME)]
+NonEmpty, TaskName = Annotated[str, Field(min_length=1)], Annotated[str, Field(pattern=NAME)]
 
 
 def section(cls: type) -> type:
@@ -83,6 +80,8 @@ class DatasetTaskConfig:
     visual_suffix: str = "_visual"
     audio_suffix: str = "_audio"
     resize_length: PositiveInt | None = None
+    #: the number of classes the annotation file must have (null: whatever it has)
+    num_classes: PositiveInt | None = None
     holdout_fraction: OpenFraction = 0.1
     length_tolerance: NonNegativeInt = 2
     #: drop training instances past the end of the features (the released code does it for
@@ -138,6 +137,8 @@ class PaperConfig:
     manifest: list[ManifestEntry]
     tasks: dict[TaskName, DatasetTaskConfig]
     prompts: dict[TaskName, NonEmpty] = field(default_factory=dict)
+    #: width of the released ONE-PEACE features and prompt embeddings (checked on loading)
+    feature_dim: PositiveInt = 1536
 
 
 @section
@@ -220,19 +221,11 @@ class PromptsConfig:
 # Model, training, evaluation
 # --------------------------------------------------------------------------------------------
 
-#: The widths each model preset sets (the presets differ in nothing else).  ``paper`` is the
-#: published model (130,750,693 parameters with the paper's tasks and 1536-d ONE-PEACE inputs);
-#: ``cpu`` is sized for the synthetic benchmark on 2 cores.
-MODEL_PRESETS: dict[str, dict[str, int]] = {
-    "paper": {"embd_dim": 512, "head_dim": 512},
-    "cpu": {"embd_dim": 64, "head_dim": 64},
-}
-
-
 @section
 class ModelConfig:
     """Architecture hyper-parameters (docs/architecture.md).  ``embd_dim`` / ``head_dim`` left
-    ``null`` come from the preset (:data:`MODEL_PRESETS`); the other defaults are the paper's."""
+    ``null`` come from the preset (:data:`uniav.config.experiments.MODEL_PRESETS`); the other
+    defaults are the paper's."""
 
     preset: Literal["paper", "cpu"] = "cpu"
     embd_dim: PositiveInt | None = None
@@ -426,7 +419,7 @@ class Config(Settings):
 
     @property
     def task_names(self) -> list[str]:
-        """Tasks of the configuration, in ``tasks:`` order."""
+        """Tasks, in ``tasks:`` order."""
         return list(self.tasks)
 
     def dataset_tasks(self) -> dict[str, DatasetTaskConfig]:

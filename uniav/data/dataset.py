@@ -142,6 +142,10 @@ class LocalizationDataset:
             past_duration=policy.segments_past_duration)
         self.annotation_file = database.path
         self.classes: list[str] = list(database.classes)
+        if data.num_classes is not None and len(self.classes) != data.num_classes:
+            raise InputError(f"{len(self.classes)} classes in the annotation file, "
+                             f"{self._config_key('num_classes')} says {data.num_classes}",
+                             file=database.path, field="classes")
         videos = self._select_videos(database.subset, split, seed)
         self.report = DataReport(task=spec.name, split=split, subset=self._subset_name(),
                                  videos_listed=len(videos),

@@ -13,11 +13,6 @@ from pathlib import Path
 from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import ConfigError
 
-#: The paper's tasks for ``model-summary --preset paper`` (classes, max_seq_len, class-aware).
-PAPER_TASKS = {"tal": (200, 256, False, 0.1, 400.0), "sed": (10, 64, True, 0.0, 400.0),
-               "avel": (100, 256, True, 0.0, 300.0)}
-
-
 def _threads(args: argparse.Namespace) -> int | None:
     if args.threads:
         return args.threads
@@ -110,29 +105,57 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _model_summary(args: argparse.Namespace) -> int:
-    from uniav.config import ModelConfig, resolve_model
+    from uniav.config import load_config
     from uniav.model import ModelSpec, TaskHeadConfig, UniAV, count_parameters
 
-    if args.preset == "paper":
-        tasks = {name: TaskHeadConfig(*values) for name, values in PAPER_TASKS.items()}
-        dims = {"visual_dim": 1536, "audio_dim": 1536, "text_dim": 1536}
-        model_cfg = resolve_model(ModelConfig(preset="paper"))
-    else:
-        config = config_from_args(args)
-        model_cfg = config.model_config()
-        tasks = {name: TaskHeadConfig(args.num_classes, config.task_spec(name).max_seq_len,
-                                      config.tasks[name].class_aware,
-                                      config.tasks[name].label_smoothing,
-                                      config.tasks[name].init_loss_norm)
-                 for name in config.task_names}
-        dims = {"visual_dim": args.input_dim, "audio_dim": args.input_dim, "text_dim": 384}
+    overrides = list(args.overrides) + (["benchmark=paper"] if args.preset == "paper" else [])
+    config = load_config(args.config, overrides)
+    model_cfg = config.model_config()
+    tasks = {name: TaskHeadConfig(_class_count(config, name, args.num_classes),
+                                  config.task_spec(name).max_seq_len,
+                                  config.tasks[name].class_aware,
+                                  config.tasks[name].label_smoothing,
+                                  config.tasks[name].init_loss_norm)
+             for name in config.task_names}
+    dims = _input_dims(config, args)
     model = UniAV(ModelSpec(model=model_cfg, tasks=tasks, **dims))
-    summary = {"preset": args.preset, **count_parameters(model),
+    summary = {"preset": model_cfg.preset, "benchmark": config.benchmark, **count_parameters(model),
                "tasks": {t: {"classes": h.num_classes, "class_aware": h.class_aware,
                              "max_seq_len": h.max_seq_len} for t, h in tasks.items()},
                **dims, "embd_dim": model_cfg.embd_dim, "arch": list(model_cfg.arch)}
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _class_count(config, task: str, fallback: int) -> int:
+    """A task's classes: ``num_classes`` of its dataset record, else its annotation file's, else
+    ``fallback``."""
+    data = config.task_spec(task).data
+    if data.num_classes is not None:
+        return data.num_classes
+    if Path(data.annotations).is_file():
+        from uniav.data.annotations import load_annotations
+
+        return len(load_annotations(data.annotations).classes)
+    return fallback
+
+
+def _input_dims(config, args: argparse.Namespace) -> dict[str, int]:
+    """Feature and prompt widths: given, else the released ONE-PEACE width (paper benchmark),
+    else the configured encoders' dims and the shipped sentence encoder's (384)."""
+    if config.benchmark == "paper":
+        width = config.datasets.paper.feature_dim
+        visual = audio = width
+        text = width if config.prompts.source == "npy" else 384
+    else:
+        from uniav.prepare.encoders import get_encoder
+
+        features = config.features
+        visual = get_encoder(features.visual_encoder, features, modality="visual").dim
+        audio = get_encoder(features.audio_encoder, features, modality="audio").dim
+        text = 384
+    return {"visual_dim": args.input_dim or visual, "audio_dim": args.input_dim or audio,
+            "text_dim": args.text_dim or text}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -188,7 +211,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("model-summary", help="print parameter counts as JSON")
     add_config_arguments(p)
     p.add_argument("--preset", default="paper", choices=["paper", "config"],
-                   help="paper: the published model with the paper's tasks; config: params.yaml")
-    p.add_argument("--num-classes", type=int, default=10, help="(preset config) classes per task")
-    p.add_argument("--input-dim", type=int, default=128, help="(preset config) feature width")
+                   help="paper: the published model (the configuration with benchmark=paper); "
+                        "config: the configuration as given")
+    p.add_argument("--num-classes", type=int, default=10,
+                   help="classes of a task whose count neither the configuration "
+                        "(num_classes) nor an annotation file gives")
+    p.add_argument("--input-dim", type=int, default=None,
+                   help="feature width (default: the released or configured encoders')")
+    p.add_argument("--text-dim", type=int, default=None,
+                   help="prompt-embedding width (default: 1536 for ONE-PEACE prompts, 384 for "
+                        "the shipped sentence encoder)")
     p.set_defaults(handler=_model_summary)

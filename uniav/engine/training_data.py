@@ -66,7 +66,9 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
             prompts for the prompt classifier.
     """
     data = {}
-    dims = None
+    paper = config.datasets.paper
+    # the released features are ONE-PEACE's: a store of another width is the wrong download
+    dims = (paper.feature_dim,) * 2 if config.benchmark == "paper" else None
     for task in experiment.tasks:
         spec = experiment.specs[task]
         train = open_dataset(config, spec, "train", dims)
@@ -78,6 +80,10 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
             from uniav.prepare.prompts import load_prompt_embeddings
 
             prompts = load_prompt_embeddings(Path(prompts_dir) / f"{task}.npy", train.classes)
+            if config.benchmark == "paper" and prompts.shape[1] != paper.feature_dim:
+                raise InputError(f"prompt embeddings of width {prompts.shape[1]}, the released "
+                                 f"ones are {paper.feature_dim}-d (datasets.paper.feature_dim)",
+                                 file=Path(prompts_dir) / f"{task}.npy", field="prompts")
         elif experiment.model.classifier == "prompt":
             raise InputError(f"task {task!r}: the prompt classifier needs prompt embeddings "
                              f"(run `uniav prompts` and pass --prompts-dir)", field="prompts")

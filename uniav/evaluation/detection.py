@@ -1,6 +1,6 @@
-"""Detection mAP under the ActivityNet protocol, vectorised with numpy (DESIGN section 8).
+"""Detection mAP under the ActivityNet protocol, vectorised with numpy (docs/evaluation.md).
 
-Protocol (the official ``eval_detection.py``; evaluation notes A.1.2):
+Protocol (the official ``eval_detection.py``; docs/evaluation.md):
 
 * ``tIoU(p, g) = max(0, min(p1, g1) - max(p0, g0)) / ((p1 - p0) + (g1 - g0) - inter)``;
 * per class, predictions ranked by descending score; for **each threshold independently** a
@@ -242,7 +242,7 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
     class_position = {name: i for i, name in enumerate(classes)}
     if len(class_position) != len(classes):
         raise ValueError("the class list has repeated names")
-    gt = _ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance,
+    gt = ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance,
                               allow_zero_length_gt)
     if gt.classes.size == 0:
         raise InputError(f"the {len(videos)} evaluated videos have no ground-truth instance; "
@@ -302,16 +302,16 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
 
 
 @dataclass(frozen=True)
-class _GroundTruthArrays:
+class GroundTruthArrays:
     videos: np.ndarray     # (G,) int64 index of the evaluated video
     classes: np.ndarray    # (G,) int64 class index
     segments: np.ndarray   # (G, 2) float64 seconds
     duplicates_removed: int
 
 
-def _ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str, int],
+def ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str, int],
                          remove_duplicates: bool, tolerance: float,
-                         allow_zero_length: bool = False) -> _GroundTruthArrays:
+                         allow_zero_length: bool = False) -> GroundTruthArrays:
     """Validated ground truth as flat arrays (video by video, in annotation order).
 
     Raises:
@@ -355,7 +355,7 @@ def _ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str
         raise InputError(f"ground-truth label {exc.args[0]!r} is not in the class list",
                          video=videos[int(video_index[row])].video_id,
                          field="annotations.label") from None
-    return _GroundTruthArrays(videos=video_index, classes=class_index, segments=all_segments,
+    return GroundTruthArrays(videos=video_index, classes=class_index, segments=all_segments,
                               duplicates_removed=removed)
 
 
@@ -376,7 +376,7 @@ def _segment_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return inter / ((pred[:, 1] - pred[:, 0]) + (gt[:, 1] - gt[:, 0]) - inter)
 
 
-def _match(gt: _GroundTruthArrays, pred_video: np.ndarray, pred_class: np.ndarray,
+def _match(gt: GroundTruthArrays, pred_video: np.ndarray, pred_class: np.ndarray,
            pred_segments: np.ndarray, pred_scores: np.ndarray, pred_order: np.ndarray,
            thresholds: np.ndarray, num_classes: int) -> np.ndarray:
     """Greedy per-threshold matching; returns the (M, T) true-positive matrix."""

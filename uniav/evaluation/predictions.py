@@ -1,6 +1,6 @@
 """Detections of many videos in one validated, columnar container.
 
-The file format is the ActivityNet results JSON (DESIGN section 8)::
+The file format is the ActivityNet results JSON (docs/evaluation.md)::
 
     {"results": {"<video>": [{"segment": [t0, t1], "label": "<class name>", "score": s}, ...]},
      "version": "...", "external_data": {...}}          # extra top-level keys are ignored

@@ -1,7 +1,7 @@
-"""SED extras for sound-event detection: PSDS1/PSDS2 and collar-based F1 (DESIGN section 8).
+"""SED extras for sound-event detection: PSDS1/PSDS2 and collar-based F1 (docs/evaluation.md).
 
 These are *extras* for DCASE/DESED readers; the detection mAP stays the paper-comparable number.
-Both are computed from the post-NMS segment list (evaluation notes A.3.3):
+Both are computed from the post-NMS segment list (docs/evaluation.md):
 
 * **Score table** (threshold-independent; what PSDS needs): per clip, the timestamps are the
   sorted unique segment boundaries together with 0 and the clip duration (rounded to
@@ -21,7 +21,7 @@ Both are computed from the post-NMS segment list (evaluation notes A.3.3):
   is ``2 TP / (2 TP + FP + FN)`` (0 without true positives); macro = mean over the classes with
   ground-truth events; micro from the summed counts.
 
-Clips and classes (notes row S4):
+Clips and classes:
 
 * overlapping or touching ground-truth events of one class in one clip (duplicates included) are
   merged into one event (sed_scores_eval requires disjoint events; the count is reported);
@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.evaluation.detection import GroundTruth, _ground_truth_arrays, prepare_inputs
+from uniav.evaluation.detection import GroundTruth, ground_truth_arrays, prepare_inputs
 from uniav.evaluation.predictions import Predictions
 
 LOGGER = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def sed_extras(ground_truth: GroundTruth, predictions: Predictions | Mapping[str
             evaluated clip has a ground-truth event (the metrics are undefined).
     """
     clips, predictions, classes = prepare_inputs(ground_truth, predictions, classes, subset)
-    _ground_truth_arrays(clips, {name: i for i, name in enumerate(classes)},
+    ground_truth_arrays(clips, {name: i for i, name in enumerate(classes)},
                          remove_duplicates=False, tolerance=0.0)  # validation only
     scored_classes = [name for name in classes if any(name in clip.labels for clip in clips)]
     if not scored_classes:

@@ -1,4 +1,4 @@
-"""Classification and regression heads, shared across pyramid levels (DESIGN section 6.6)."""
+"""Classification and regression heads, shared across pyramid levels (docs/architecture.md, "The network")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building blocks of the UniAV network (DESIGN section 6).
+"""Building blocks of the UniAV network (docs/architecture.md, "The network").
 
 Every tensor here is channel-first: features ``(B, C, T)``, masks ``(B, 1, T)`` bool, True on
 valid steps.  Layers that change the length return the new mask with their output.

@@ -1,4 +1,4 @@
-"""Losses (DESIGN section 6.8): sigmoid focal loss and the centre-DIoU 1-D regression loss."""
+"""Losses (docs/architecture.md, "The network"): sigmoid focal loss and the centre-DIoU 1-D regression loss."""
 
 from __future__ import annotations
 

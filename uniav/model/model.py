@@ -93,7 +93,7 @@ class TaskScalars(nn.Module):
 
 
 class UniAV(nn.Module):
-    """The multi-task audio-visual localisation network (DESIGN section 6).
+    """The multi-task audio-visual localisation network (docs/architecture.md, "The network").
 
     Args:
         spec: architecture, tasks and input widths.

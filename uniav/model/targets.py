@@ -1,4 +1,4 @@
-"""Points of the pyramid and their training targets (DESIGN section 6.7).
+"""Points of the pyramid and their training targets (docs/architecture.md, "The network").
 
 Level ``l`` has points at ``t = 0, s, 2s, ...`` (``s = stride_l``, feature-grid units) with a
 regression range ``[lo_l, hi_l]``.  A point is positive for an instance when it lies strictly

@@ -1,7 +1,7 @@
 """1-D non-maximum suppression for temporal segments: Gaussian soft-NMS, hard NMS, none.
 
 Pure PyTorch/NumPy replacement for the compiled ``nms_1d_cpu`` op that the released UniAV
-imports but does not ship (DESIGN section 8; behaviour spec in the evaluation notes, section A.4).
+imports but does not ship (docs/evaluation.md has the behaviour, quirks included).
 
 Arithmetic follows the compiled op: float32 throughout, segment length ``t1 - t0 + 1e-6`` in the
 IoU (so two identical segments have an IoU slightly below 1 and a zero-length segment has IoU 0

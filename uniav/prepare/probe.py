@@ -19,7 +19,6 @@ after ``uniav extract``.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -231,22 +230,3 @@ def plot_probe(results: dict[str, dict[str, Any]], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     plt.close(figure)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m uniav.prepare.probe [--config ...] [--set ...] [--figure PNG] [--json PATH]``:
-    the same as ``uniav probe``.
-
-    Args:
-        argv: the arguments (default: the command line's).
-
-    Returns:
-        The exit status.
-    """
-    from uniav.cli import main as uniav_main
-
-    return uniav_main(["probe", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

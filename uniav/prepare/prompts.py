@@ -1,4 +1,4 @@
-"""Class-prompt embeddings (``uniav prompts``, DESIGN section 4.4).
+"""Class-prompt embeddings (``uniav prompts``; docs/datasets.md).
 
 For each task, the class list comes from the task's annotation file (``load_annotations(...)
 .classes``, the order the dataset uses) and the prompt of class ``c`` is
