@@ -60,7 +60,8 @@ def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 def test_predict_finds_planted_events_in_fresh_videos(trained, tmp_path):
     from uniav.prepare.media import write_media
-    from uniav.prepare.synthetic import plan_video, render_video
+    from uniav.prepare.synthetic import render_video
+    from uniav.prepare.synthetic_plan import plan_video
     from uniav.engine.checkpoint import load_exported_weights
     from uniav.engine.predict import predict_video
 

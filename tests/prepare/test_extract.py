@@ -17,8 +17,9 @@ import torch
 from uniav.cli import main as uniav_main
 from uniav.prepare import extract as extract_module
 from uniav.data.annotations import load_annotations
-from uniav.prepare.encoders import (ColourMotionEncoder, LogMelEncoder, gather_windows,
-                                 get_encoder, list_encoders)
+from uniav.prepare.encoder_base import gather_windows
+from uniav.prepare.encoder_builtins import ColourMotionEncoder, LogMelEncoder
+from uniav.prepare.encoders import get_encoder, list_encoders
 from uniav.grid import TimeGrid
 from uniav.prepare.extract import extract_task, extract_video_features
 from uniav.data.features import FeatureStore, layout_of

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from uniav.prepare.prompts import build_all_prompts, build_prompts, load_prompt_embeddings
-from uniav.prepare.synthetic import task_classes
+from uniav.prepare.synthetic_plan import task_classes
 from uniav.errors import ConfigError, InputError
 
 SED_CLASSES = task_classes("sed")

@@ -12,7 +12,8 @@ import pytest
 from uniav.prepare import synthetic
 from uniav.data.annotations import load_annotations
 from uniav.prepare.media import decode_media
-from uniav.prepare.synthetic import RECIPES, plan_task, render_video, synthesize_task, task_classes
+from uniav.prepare.synthetic import render_video, synthesize_task
+from uniav.prepare.synthetic_plan import RECIPES, plan_task, task_classes
 
 # scales.tiny overrides datasets.synthetic.videos, so sizes are set inside the tiny scale
 SMALL_SED = "scales.tiny.datasets.synthetic.videos.sed={train: 2, validation: 1, test: 1}"

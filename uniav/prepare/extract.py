@@ -43,7 +43,8 @@ from uniav.data.features import (META_FILE, FeatureLayout, FeatureStore, layout_
 from uniav.errors import ConfigError, InputError
 from uniav.fileio import read_json_object
 from uniav.grid import TimeGrid
-from uniav.prepare.encoders import Encoder, audio_window_samples, get_encoder
+from uniav.prepare.encoder_base import Encoder, audio_window_samples
+from uniav.prepare.encoders import get_encoder
 from uniav.prepare.media import DecodedMedia, decode_media
 from uniav.prepare.parallel import parallel_map
 

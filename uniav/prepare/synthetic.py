@@ -1,8 +1,9 @@
 """The embedded synthetic benchmark: raw media and annotations generated from a seed.
 
-Three datasets shaped like the paper's (DESIGN section 4.1), each written as one MP4 per video
-(H.264 video at 16 fps, square frames of ``media.frame_size`` pixels, AAC mono audio at 16 kHz)
-plus an ActivityNet-style annotation JSON (see :mod:`uniav.data.annotations`):
+Three datasets shaped like the paper's (docs/synthetic.md describes them in full), each written
+as one MP4 per video (H.264 video at 16 fps, square frames of ``media.frame_size`` pixels, AAC
+mono audio at 16 kHz) plus an ActivityNet-style annotation JSON (see
+:mod:`uniav.data.annotations`):
 
 =======  ==========  ==============================  ==========================================
 task     duration    instances per video             modality of the instances
@@ -13,6 +14,16 @@ task     duration    instances per video             modality of the instances
 ``avel`` 12-25 s     1-3 events, 1.5-6 s, plus 1-2   both at once; a distractor is the *same*
                      distractors, all disjoint       primitive in one modality only (not an event)
 =======  ==========  ==============================  ==========================================
+
+The generator is split in three modules:
+
+* :mod:`uniav.prepare.synthetic_plan` - the task recipes and the plan of every video (duration,
+  instances, seeds);
+* :mod:`uniav.prepare.synthetic_primitives` - the concepts and what they look and sound like;
+* this module - rendering a planned video (background, nuisances, instances) and writing a
+  task's media and annotation file: :func:`render_video`, :func:`generation_record`,
+  :func:`annotations_of`, :func:`is_complete`, :func:`render_and_write` and the entry points
+  :func:`synthesize_task` and :func:`synthesize`.
 
 **Concepts and primitives.**  Every class is tied to a *concept* (``dog``, ``violin``,
 ``vacuum``, ...) that has a visual primitive (a colour, a shape and a motion, e.g. a brown disc
@@ -42,525 +53,25 @@ media files of an interrupted run are reused only when they were made with the s
 from __future__ import annotations
 
 import logging
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from uniav.config import Config, DatasetTaskConfig, MediaConfig, config_hash
-from uniav.prepare.parallel import parallel_map
+from uniav.config import Config, MediaConfig, config_hash
 from uniav.errors import ConfigError
 from uniav.fileio import atomic_write_json, read_json_object
+from uniav.prepare.parallel import parallel_map
+from uniav.prepare.synthetic_plan import (TaskRecipe, VideoPlan, plan_task, task_classes,
+                                          task_recipe)
+from uniav.prepare.synthetic_primitives import (CONCEPTS, Canvas, Concept, bounce, disc,
+                                                per_frame, tone_phase)
 
 LOG = logging.getLogger(__name__)
 
 #: Bump when the generated data changes, so existing outputs are regenerated.
 GENERATOR_VERSION = 1
 SIDECAR = ".synthetic.json"
-
-# =============================================================================================
-# Visual primitives: each returns per-frame opacity (L, S, S) in [0, 1] of one coloured shape.
-# Coordinates are fractions of the frame (x to the right, y downwards); t is the time (seconds)
-# since the instance started, one value per frame.
-# =============================================================================================
-
-
-@dataclass(frozen=True)
-class Canvas:
-    """Pixel-centre coordinates of a square frame."""
-
-    size: int
-
-    @property
-    def pixel(self) -> float:
-        return 1.0 / self.size
-
-    def grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y), each (1, S, S), broadcastable against per-frame (L, 1, 1) parameters."""
-        axis = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size
-        return axis[None, None, :], axis[None, :, None]
-
-
-def _col(values: np.ndarray | float) -> np.ndarray:
-    """Per-frame parameter (L,) -> (L, 1, 1) for broadcasting against the grid."""
-    return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
-
-
-def _soft(distance_inside: np.ndarray, canvas: Canvas) -> np.ndarray:
-    """Anti-aliased coverage from a signed distance (positive inside), about one pixel wide."""
-    return np.clip(distance_inside / canvas.pixel + 0.5, 0.0, 1.0)
-
-
-def _disc(canvas: Canvas, cx, cy, radius) -> np.ndarray:
-    x, y = canvas.grid()
-    distance = np.sqrt((x - _col(cx)) ** 2 + (y - _col(cy)) ** 2)
-    return _soft(_col(radius) - distance, canvas)
-
-
-def _ring(canvas: Canvas, cx, cy, radius, thickness) -> np.ndarray:
-    x, y = canvas.grid()
-    distance = np.sqrt((x - _col(cx)) ** 2 + (y - _col(cy)) ** 2)
-    return _soft(_col(thickness) / 2 - np.abs(distance - _col(radius)), canvas)
-
-
-def _box(canvas: Canvas, cx, cy, half_w, half_h, angle=0.0) -> np.ndarray:
-    x, y = canvas.grid()
-    dx, dy = x - _col(cx), y - _col(cy)
-    cos, sin = np.cos(_col(angle)), np.sin(_col(angle))
-    along, across = dx * cos + dy * sin, -dx * sin + dy * cos
-    inside = np.minimum(_col(half_w) - np.abs(along), _col(half_h) - np.abs(across))
-    return _soft(inside, canvas)
-
-
-def _bounce(position: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Fold a free trajectory back into [low, high] (reflecting walls)."""
-    span = high - low
-    phase = np.mod(position - low, 2 * span)
-    return low + np.where(phase > span, 2 * span - phase, phase)
-
-
-def _visual_dog(t, rng, canvas):  # brown disc hopping while it walks
-    x0, speed = rng.uniform(0.2, 0.8), rng.choice([-1, 1]) * rng.uniform(0.05, 0.1)
-    rate, radius = rng.uniform(1.3, 1.8), rng.uniform(0.1, 0.14)
-    cx = _bounce(x0 + speed * t, 0.15, 0.85)
-    cy = 0.72 - 0.25 * np.abs(np.sin(np.pi * rate * t))
-    return _disc(canvas, cx, cy, radius)
-
-
-def _visual_violin(t, rng, canvas):  # orange tilted bar bowed left-right
-    x0, y0, rate = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65), rng.uniform(0.8, 1.2)
-    cx = x0 + 0.14 * np.sin(2 * np.pi * rate * t)
-    return _box(canvas, cx, y0, rng.uniform(0.2, 0.26), 0.05, angle=np.deg2rad(35))
-
-
-def _visual_vacuum(t, rng, canvas):  # magenta block sweeping the lower half slowly
-    rate, phase, cy = rng.uniform(0.25, 0.4), rng.uniform(0, 2 * np.pi), rng.uniform(0.65, 0.8)
-    cx = 0.5 + 0.3 * np.sin(2 * np.pi * rate * t + phase)
-    return _box(canvas, cx, cy, rng.uniform(0.14, 0.18), 0.09)
-
-
-def _visual_brushing(t, rng, canvas):  # small white square jittering fast
-    x0, y0 = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.6)
-    cx = x0 + rng.uniform(-0.06, 0.06, size=len(t))
-    cy = y0 + rng.uniform(-0.03, 0.03, size=len(t))
-    return _box(canvas, cx, cy, 0.06, 0.045)
-
-
-def _visual_dishes(t, rng, canvas):  # three blue discs flickering on and off
-    alpha = np.zeros((len(t), canvas.size, canvas.size), dtype=np.float32)
-    for _ in range(3):
-        cx, cy = rng.uniform(0.15, 0.85), rng.uniform(0.3, 0.85)
-        on = rng.random(len(t) // 2 + 1) < 0.6  # a state per two frames (8 Hz)
-        visible = np.repeat(on, 2)[: len(t)].astype(np.float32)
-        alpha = np.maximum(alpha, _disc(canvas, cx, cy, 0.075) * _col(visible))
-    return alpha
-
-
-def _visual_drums(t, rng, canvas):  # purple bar struck down on each beat
-    rate, x0, y0 = rng.uniform(1.7, 2.3), rng.uniform(0.35, 0.65), rng.uniform(0.3, 0.5)
-    beat_phase = np.mod(rate * t, 1.0)
-    cy = y0 + 0.2 * np.exp(-6.0 * beat_phase)
-    return _box(canvas, x0, cy, 0.25, 0.045)
-
-
-def _visual_chopping(t, rng, canvas):  # yellow upright bar: fast fall, slow lift
-    rate, x0 = rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.7)
-    phase = np.mod(rate * t, 1.0)
-    fall = np.where(phase < 0.25, phase / 0.25, (1.0 - phase) / 0.75)
-    return _box(canvas, x0, 0.25 + 0.45 * fall, 0.045, 0.16)
-
-
-def _visual_mowing(t, rng, canvas):  # wide green band with stripes, drifting across
-    x, y = canvas.grid()
-    x0, speed = rng.uniform(0.3, 0.7), rng.choice([-1, 1]) * rng.uniform(0.03, 0.06)
-    cx = _bounce(x0 + speed * t, 0.3, 0.7)
-    band = _box(canvas, cx, rng.uniform(0.65, 0.8), 0.3, 0.12)
-    stripes = 0.65 + 0.35 * np.sin(2 * np.pi * (5 * x - 1.5 * _col(t)))
-    return band * stripes
-
-
-def _visual_cat(t, rng, canvas):  # lime ring swaying slowly
-    x0, y0, rate = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65), rng.uniform(0.4, 0.6)
-    cx = x0 + 0.12 * np.sin(2 * np.pi * rate * t)
-    return _ring(canvas, cx, y0, rng.uniform(0.13, 0.16), 0.06)
-
-
-def _visual_speech(t, rng, canvas):  # salmon disc whose size pulses like a talking mouth
-    x0, y0, rate = rng.uniform(0.35, 0.65), rng.uniform(0.3, 0.6), rng.uniform(3.5, 4.5)
-    radius = 0.11 + 0.05 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
-    return _disc(canvas, x0, y0, radius)
-
-
-def _visual_alarm(t, rng, canvas):  # red square flashing at about 4 Hz
-    x0, y0, rate = rng.uniform(0.3, 0.7), rng.uniform(0.25, 0.5), rng.uniform(3.5, 4.5)
-    on = (np.mod(rate * t, 1.0) < 0.5).astype(np.float32)
-    return _box(canvas, x0, y0, 0.12, 0.12) * _col(on)
-
-
-def _visual_water(t, rng, canvas):  # cyan column with stripes flowing down
-    x, y = canvas.grid()
-    x0, speed = rng.uniform(0.3, 0.7), rng.uniform(1.2, 1.8)
-    column = _box(canvas, x0, 0.5, 0.13, 0.5)
-    flow = 0.6 + 0.4 * np.sin(2 * np.pi * (5 * y - speed * _col(t)))
-    return column * flow
-
-
-# =============================================================================================
-# Audio primitives: each returns (n,) samples (any scale; normalised by the caller).
-# =============================================================================================
-
-
-def _band_noise(n: int, sample_rate: int, low: float, high: float, rng) -> np.ndarray:
-    """White noise restricted to [low, high] Hz (FFT mask)."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    spectrum[(freqs < low) | (freqs > high)] = 0
-    return np.fft.irfft(spectrum, n)
-
-
-def _harmonics(phase: np.ndarray, count: int, rolloff: float = 1.0) -> np.ndarray:
-    """Sum of ``count`` harmonics of an instantaneous phase (radians), amplitude 1/k^rolloff."""
-    return sum(np.sin(k * phase) / k ** rolloff for k in range(1, count + 1))
-
-
-def _phase(freq: np.ndarray | float, n: int, sample_rate: int) -> np.ndarray:
-    freq = np.broadcast_to(np.asarray(freq, dtype=np.float64), (n,))
-    return 2 * np.pi * np.cumsum(freq) / sample_rate
-
-
-def _bursts(n: int, sample_rate: int, rng, rate: float, length: float,
-            render: Callable[[int], np.ndarray], jitter: float = 0.25) -> np.ndarray:
-    """Repeated sounds: about ``rate`` per second, each ``length`` seconds long."""
-    out = np.zeros(n)
-    burst = int(length * sample_rate)
-    position = rng.uniform(0, 0.3) * sample_rate / rate
-    while position < n:
-        start = int(position)
-        count = min(burst, n - start)
-        if count > 16:
-            out[start:start + count] += render(burst)[:count]
-        position += sample_rate / rate * rng.uniform(1 - jitter, 1 + jitter)
-    return out
-
-
-def _decay(n: int, sample_rate: int, tau: float) -> np.ndarray:
-    return np.exp(-np.arange(n) / (tau * sample_rate))
-
-
-def _audio_dog(n, sr, rng):  # harmonic barks, about 2.5 per second
-    f0 = rng.uniform(420, 560)
-
-    def bark(m):
-        env = np.minimum(1, np.arange(m) / (0.01 * sr)) * _decay(m, sr, 0.06)
-        glide = f0 * (1 + 0.25 * np.exp(-np.arange(m) / (0.04 * sr)))
-        return env * (_harmonics(_phase(glide, m, sr), 5) + 0.3 * rng.standard_normal(m))
-    return _bursts(n, sr, rng, rate=rng.uniform(2.0, 3.0), length=0.18, render=bark)
-
-
-def _audio_violin(n, sr, rng):  # bowed harmonic tone with vibrato
-    f0 = rng.uniform(600, 720)
-    freq = f0 * (1 + 0.015 * np.sin(2 * np.pi * 5.5 * np.arange(n) / sr))
-    return _harmonics(_phase(freq, n, sr), 6, rolloff=0.8)
-
-
-def _audio_vacuum(n, sr, rng):  # steady broadband roar with a low hum
-    hum = _harmonics(_phase(rng.uniform(100, 130), n, sr), 4)
-    roar = _band_noise(n, sr, 300, 3500, rng)
-    return roar / (roar.std() + 1e-9) + 0.4 * hum
-
-
-def _audio_shaver(n, sr, rng):  # buzzing square wave with a fast flutter
-    f0 = rng.uniform(150, 190)
-    buzz = np.sign(np.sin(_phase(f0, n, sr)))
-    return buzz * (1 + 0.3 * np.sin(2 * np.pi * 35 * np.arange(n) / sr))
-
-
-def _audio_dishes(n, sr, rng):  # sparse metallic pings
-    def ping(m):
-        f = rng.uniform(2500, 4000)
-        return _decay(m, sr, 0.04) * np.sin(_phase(f, m, sr))
-    return _bursts(n, sr, rng, rate=rng.uniform(4, 7), length=0.15, render=ping, jitter=0.7)
-
-
-def _audio_water(n, sr, rng):  # bubbling high noise band with slow random swells
-    hiss = _band_noise(n, sr, 1200, 3200, rng)
-    swell = _band_noise(n, sr, 2, 8, rng)
-    swell = 1 + 0.8 * swell / (np.abs(swell).max() + 1e-9)
-    return hiss * swell
-
-
-def _audio_speech(n, sr, rng):  # voiced harmonics with formant emphasis and 4 Hz syllables
-    time = np.arange(n) / sr
-    f0 = rng.uniform(110, 180) * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.5, 1.5) * time))
-    phase = _phase(f0, n, sr)
-    voiced = sum(np.sin(k * phase) * (1.5 if 4 <= k <= 7 else 1.0) / k for k in range(1, 13))
-    syllables = np.maximum(0, np.sin(2 * np.pi * rng.uniform(3.5, 4.5) * time)) ** 0.7
-    return voiced * syllables
-
-
-def _audio_cat(n, sr, rng):  # rising-falling meows with harmonics
-    base = rng.uniform(480, 560)
-
-    def meow(m):
-        shape = np.sin(np.pi * np.arange(m) / m)
-        freq = base * (1 + 0.7 * shape)
-        return shape * _harmonics(_phase(freq, m, sr), 3)
-    return _bursts(n, sr, rng, rate=rng.uniform(0.9, 1.2), length=0.65, render=meow, jitter=0.15)
-
-
-def _audio_alarm(n, sr, rng):  # 2 kHz bell gated at about 10 Hz
-    time = np.arange(n) / sr
-    tone = _harmonics(_phase(rng.uniform(1800, 2200), n, sr), 2)
-    gate = (np.mod(rng.uniform(9, 11) * time, 1.0) < 0.6).astype(np.float64)
-    return tone * gate
-
-
-def _audio_blender(n, sr, rng):  # low noise band plus a whining motor tone
-    whine = np.sin(_phase(rng.uniform(850, 1000), n, sr))
-    rumble = _band_noise(n, sr, 150, 800, rng)
-    return rumble / (rumble.std() + 1e-9) + 0.7 * whine
-
-
-def _audio_frying(n, sr, rng):  # crackles on a high hiss
-    hiss = _band_noise(n, sr, 3500, 7000, rng)
-    crackle = np.zeros(n)
-    clicks = rng.integers(0, max(1, n - 80), size=int(rng.uniform(30, 50) * n / sr))
-    for start in clicks:
-        crackle[start:start + 80] += rng.standard_normal(80) * _decay(80, sr, 0.001) * 6
-    return 0.3 * hiss / (hiss.std() + 1e-9) + crackle
-
-
-def _audio_drums(n, sr, rng):  # kick thumps on the beat, snare noise between
-    rate = rng.uniform(1.7, 2.3)
-
-    def hit(m):
-        kick = _decay(m, sr, 0.08) * np.sin(_phase(70 * (1 + np.exp(-np.arange(m) / (0.02 * sr))),
-                                                   m, sr))
-        half = m // 2
-        snare = np.zeros(m)
-        snare[half:] = 0.6 * _decay(m - half, sr, 0.04) * rng.standard_normal(m - half)
-        return 2 * kick + snare
-    return _bursts(n, sr, rng, rate=rate, length=1.0 / rate, render=hit, jitter=0.03)
-
-
-AudioPrimitive = Callable[[int, int, np.random.Generator], np.ndarray]
-VisualPrimitive = Callable[[np.ndarray, np.random.Generator, Canvas], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Concept:
-    """A thing that can be seen (``visual``) and/or heard (``audio``) in the synthetic world."""
-
-    name: str
-    colour: tuple[float, float, float] | None = None
-    visual: VisualPrimitive | None = None
-    audio: AudioPrimitive | None = None
-
-
-#: The concepts; classes of the three tasks share them (see module docs).
-CONCEPTS: dict[str, Concept] = {c.name: c for c in [
-    Concept("dog", (0.62, 0.36, 0.12), _visual_dog, _audio_dog),
-    Concept("violin", (1.0, 0.55, 0.0), _visual_violin, _audio_violin),
-    Concept("vacuum", (0.9, 0.15, 0.65), _visual_vacuum, _audio_vacuum),
-    Concept("brushing", (1.0, 1.0, 1.0), _visual_brushing, _audio_shaver),
-    Concept("dishes", (0.15, 0.35, 1.0), _visual_dishes, _audio_dishes),
-    Concept("drums", (0.5, 0.1, 0.85), _visual_drums, _audio_drums),
-    Concept("chopping", (0.95, 0.9, 0.1), _visual_chopping, None),
-    Concept("mowing", (0.1, 0.6, 0.15), _visual_mowing, None),
-    Concept("cat", (0.65, 1.0, 0.2), _visual_cat, _audio_cat),
-    Concept("speech", (1.0, 0.62, 0.5), _visual_speech, _audio_speech),
-    Concept("alarm", (1.0, 0.05, 0.05), _visual_alarm, _audio_alarm),
-    Concept("water", (0.1, 0.9, 0.95), _visual_water, _audio_water),
-    Concept("blender", None, None, _audio_blender),
-    Concept("frying", None, None, _audio_frying),
-]}
-
-
-@dataclass(frozen=True)
-class TaskRecipe:
-    """What the videos of one synthetic task look like.
-
-    Attributes:
-        classes: (class name, concept name, (min, max) instance seconds), in class-list order.
-        duration: (min, max) video length in seconds.
-        events: (min, max) annotated instances per video.
-        modalities: modalities in which an annotated instance is rendered.
-        overlap: whether instances may overlap in time (different classes only, at most two).
-        distractors: (min, max) one-modality instances that are not annotated.
-        clutter_blobs: (min, max) desaturated moving blobs in the background video.
-        clutter_sounds: rate (per second) of random non-class tone blips in the background audio.
-    """
-
-    classes: tuple[tuple[str, str, tuple[float, float]], ...]
-    duration: tuple[float, float]
-    events: tuple[int, int]
-    modalities: tuple[str, ...]
-    overlap: bool = False
-    distractors: tuple[int, int] = (0, 0)
-    clutter_blobs: tuple[int, int] = (0, 2)
-    clutter_sounds: float = 0.15
-
-
-#: The three tasks; class names are real classes of ActivityNet 1.3, DESED and UnAV-100.
-RECIPES: dict[str, TaskRecipe] = {
-    "tal": TaskRecipe(
-        classes=(("Walking the dog", "dog", (3, 20)), ("Playing violin", "violin", (3, 20)),
-                 ("Vacuuming floor", "vacuum", (3, 20)), ("Brushing teeth", "brushing", (3, 20)),
-                 ("Washing dishes", "dishes", (3, 20)), ("Playing drums", "drums", (3, 20)),
-                 ("Chopping wood", "chopping", (3, 20)), ("Mowing the lawn", "mowing", (3, 20))),
-        duration=(30, 60), events=(1, 4), modalities=("visual",), clutter_blobs=(0, 2),
-        clutter_sounds=0.4),
-    "sed": TaskRecipe(
-        classes=(("Alarm_bell_ringing", "alarm", (1.0, 4.0)), ("Blender", "blender", (2.0, 6.0)),
-                 ("Cat", "cat", (0.8, 2.5)), ("Dishes", "dishes", (0.6, 2.5)),
-                 ("Dog", "dog", (0.6, 2.5)),
-                 ("Electric_shaver_toothbrush", "brushing", (2.0, 6.0)),
-                 ("Frying", "frying", (3.0, 9.0)), ("Running_water", "water", (2.0, 8.0)),
-                 ("Speech", "speech", (1.0, 4.0)), ("Vacuum_cleaner", "vacuum", (3.0, 9.0))),
-        duration=(10, 10), events=(1, 4), modalities=("audio",), overlap=True,
-        clutter_blobs=(1, 4), clutter_sounds=0.1),
-    "avel": TaskRecipe(
-        classes=(("dog barking", "dog", (1.5, 6.0)), ("playing violin", "violin", (1.5, 6.0)),
-                 ("vacuum cleaner cleaning floors", "vacuum", (1.5, 6.0)),
-                 ("cat meowing", "cat", (1.5, 6.0)), ("man speaking", "speech", (1.5, 6.0)),
-                 ("playing drum kit", "drums", (1.5, 6.0)),
-                 ("telephone bell ringing", "alarm", (1.5, 6.0)),
-                 ("water burbling", "water", (1.5, 6.0))),
-        duration=(12, 25), events=(1, 3), modalities=("visual", "audio"), distractors=(1, 2),
-        clutter_blobs=(0, 2), clutter_sounds=0.15),
-}
-
-
-def task_classes(task: str) -> list[str]:
-    """The class list of a synthetic task.
-
-    Args:
-        task: ``tal``, ``sed`` or ``avel``.
-
-    Returns:
-        Class names in label order (the annotation file's ``classes``).
-    """
-    return [name for name, _, _ in _recipe(task).classes]
-
-
-def _recipe(task: str) -> TaskRecipe:
-    if task not in RECIPES:
-        raise ConfigError(f"datasets.synthetic.tasks.{task}: the synthetic generator knows no "
-                          f"task {task!r} (known: {', '.join(RECIPES)})")
-    return RECIPES[task]
-
-
-# =============================================================================================
-# Planning: which instances a video has, where (integer frames, so both modalities align)
-# =============================================================================================
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One rendered instance: frames [start, end) at the media frame rate."""
-
-    label: str
-    concept: str
-    start: int
-    end: int
-    modalities: tuple[str, ...]
-    annotated: bool
-
-
-@dataclass(frozen=True)
-class VideoPlan:
-    """Everything needed to render one video and to annotate it."""
-
-    video_id: str
-    subset: str
-    num_frames: int
-    instances: tuple[Instance, ...]
-    render_seed: tuple[int, ...] = field(repr=False)
-
-
-def _disjoint_spans(lengths: list[int], total: int, rng) -> list[tuple[int, int]]:
-    """Place spans of the given frame lengths without overlap, random gaps, inside [0, total)."""
-    lengths = list(lengths)
-    if sum(lengths) > 0.85 * total:  # too long together: shrink proportionally
-        factor = 0.85 * total / sum(lengths)
-        lengths = [max(8, int(length * factor)) for length in lengths]
-    slack = total - sum(lengths)
-    gaps = np.floor(rng.dirichlet(np.ones(len(lengths) + 1)) * slack).astype(int)
-    spans, position = [], 0
-    for length, gap in zip(lengths, gaps):
-        position += int(gap)
-        spans.append((position, position + length))
-        position += length
-    return spans
-
-
-def _overlapping_spans(lengths: list[int], classes: list[str], total: int,
-                       rng) -> list[tuple[int, int]] | None:
-    """Random placement allowing overlap of different classes, at most two at a time."""
-    spans: list[tuple[int, int]] = []
-    for length, label in zip(lengths, classes):
-        length = min(length, total)
-        for _ in range(50):
-            start = int(rng.integers(0, total - length + 1))
-            end = start + length
-            clashes = [j for j, (s, e) in enumerate(spans) if s < end and start < e]
-            same_class = any(classes[j] == label for j in clashes)
-            cover = np.zeros(total, dtype=int)
-            for s, e in spans + [(start, end)]:
-                cover[s:e] += 1
-            if not same_class and cover.max() <= 2:
-                spans.append((start, end))
-                break
-        else:
-            return None
-    return spans
-
-
-def plan_video(task: str, video_id: str, subset: str, seeds: tuple[int, ...],
-               media: MediaConfig) -> VideoPlan:
-    """Draw the duration and the instances of one video.
-
-    Args:
-        task: the synthetic task.
-        video_id: the id to give the video.
-        subset: its annotation subset name.
-        seeds: the per-video seed sequence (see module docs).
-        media: frame rate etc. of the media.
-
-    Returns:
-        The :class:`VideoPlan`.
-    """
-    recipe = _recipe(task)
-    rng = np.random.default_rng([*seeds, 0])
-    fps = media.fps
-    low, high = recipe.duration
-    num_frames = int(round(rng.uniform(low, high) * fps))
-    count = int(rng.integers(recipe.events[0], recipe.events[1] + 1))
-    chosen = [recipe.classes[i] for i in rng.integers(0, len(recipe.classes), size=count)]
-    entries = [(name, concept, int(round(rng.uniform(*seconds) * fps)), recipe.modalities, True)
-               for name, concept, seconds in chosen]
-    n_distract = int(rng.integers(recipe.distractors[0], recipe.distractors[1] + 1))
-    for i in rng.integers(0, len(recipe.classes), size=n_distract):
-        name, concept, seconds = recipe.classes[i]
-        modality = ("visual",) if rng.random() < 0.5 else ("audio",)
-        entries.append((name, concept, int(round(rng.uniform(*seconds) * fps)), modality, False))
-    order = rng.permutation(len(entries))
-    entries = [entries[i] for i in order]
-    lengths = [max(8, length) for _, _, length, _, _ in entries]
-    spans = None
-    if recipe.overlap:
-        spans = _overlapping_spans(lengths, [e[0] for e in entries], num_frames, rng)
-    if spans is None:
-        spans = _disjoint_spans(lengths, num_frames, rng)
-    instances = tuple(Instance(label=name, concept=concept, start=start, end=end,
-                               modalities=modalities, annotated=annotated)
-                      for (name, concept, _, modalities, annotated), (start, end)
-                      in sorted(zip(entries, spans), key=lambda pair: pair[1][0]))
-    return VideoPlan(video_id=video_id, subset=subset, num_frames=num_frames,
-                     instances=instances, render_seed=(*seeds, 1))
-
 
 # =============================================================================================
 # Rendering
@@ -576,7 +87,7 @@ def _visual_background(num_frames: int, fps: float, canvas: Canvas, recipe: Task
     angle = rng.uniform(0, 2 * np.pi)
     drift = rng.uniform(0.02, 0.08)
     ramp = np.cos(angle) * x + np.sin(angle) * y  # (1, S, S)
-    gradient = 0.12 * np.sin(2 * np.pi * (ramp - drift * _col(time)))  # (N, S, S)
+    gradient = 0.12 * np.sin(2 * np.pi * (ramp - drift * per_frame(time)))  # (N, S, S)
     frames = np.empty((num_frames, canvas.size, canvas.size, 3), dtype=np.float32)
     frames[...] = base.astype(np.float32)
     frames += gradient[..., None]
@@ -584,9 +95,9 @@ def _visual_background(num_frames: int, fps: float, canvas: Canvas, recipe: Task
         start = int(rng.integers(0, num_frames))
         end = min(num_frames, start + int(rng.uniform(2, 12) * fps))
         t = time[start:end] - time[start]
-        cx = _bounce(rng.uniform(0, 1) + rng.uniform(-0.08, 0.08) * t, 0.05, 0.95)
-        cy = _bounce(rng.uniform(0, 1) + rng.uniform(-0.08, 0.08) * t, 0.05, 0.95)
-        alpha = _disc(canvas, cx, cy, rng.uniform(0.08, 0.2)) * rng.uniform(0.4, 0.8)
+        cx = bounce(rng.uniform(0, 1) + rng.uniform(-0.08, 0.08) * t, 0.05, 0.95)
+        cy = bounce(rng.uniform(0, 1) + rng.uniform(-0.08, 0.08) * t, 0.05, 0.95)
+        alpha = disc(canvas, cx, cy, rng.uniform(0.08, 0.2)) * rng.uniform(0.4, 0.8)
         grey = np.clip(base.mean() + rng.uniform(-0.3, 0.3), 0, 1) + rng.uniform(-0.04, 0.04, 3)
         frames[start:end] += alpha[..., None] * (grey.astype(np.float32) - frames[start:end])
     return frames
@@ -610,13 +121,14 @@ def _audio_background(num_samples: int, sample_rate: int, recipe: TaskRecipe,
         if rng.random() < 0.5:
             f_end = f_start
         freq = np.linspace(f_start, f_end, length)
-        blip = np.sin(_phase(freq, length, sample_rate)) * np.hanning(length)
+        blip = np.sin(tone_phase(freq, length, sample_rate)) * np.hanning(length)
         noise[start:start + length] += blip * level * rng.uniform(1.0, 3.0)
     return noise, level
 
 
 def _render_audio_instance(concept: Concept, num_samples: int, sample_rate: int, level: float,
                            rng) -> np.ndarray:
+    """One instance's sound (num_samples,): 6-18 dB above the background, 20 ms fades."""
     signal = concept.audio(num_samples, sample_rate, rng)
     rms = float(np.sqrt(np.mean(signal ** 2))) + 1e-12
     snr_db = rng.uniform(6.0, 18.0)
@@ -637,13 +149,13 @@ def render_video(task: str, plan: VideoPlan, media: MediaConfig) -> tuple[np.nda
 
     Args:
         task: the synthetic task.
-        plan: from :func:`plan_video`.
+        plan: from :func:`~uniav.prepare.synthetic_plan.plan_video`.
         media: frame rate, sample rate and frame size.
 
     Returns:
         ``(frames, audio)``: (N, S, S, 3) uint8 and (N * sample_rate / fps,) float32.
     """
-    recipe = _recipe(task)
+    recipe = task_recipe(task)
     rng = np.random.default_rng(plan.render_seed)
     canvas = Canvas(media.frame_size)
     fps, sample_rate = media.fps, media.sample_rate
@@ -691,7 +203,7 @@ def generation_record(config: Config, task: str) -> dict[str, Any]:
         raise ConfigError(f"datasets.synthetic.tasks.{task}: missing")
     if task not in synthetic.videos:
         raise ConfigError(f"datasets.synthetic.videos.{task}: missing")
-    _recipe(task)
+    task_recipe(task)
     data = synthetic.tasks[task]
     sizes = synthetic.videos[task]
     record = {
@@ -707,37 +219,6 @@ def generation_record(config: Config, task: str) -> dict[str, Any]:
     record["fingerprint"] = config_hash(record)
     return record
 
-
-def plan_task(config: Config, task: str) -> list[VideoPlan]:
-    """Plan every video of a synthetic task.
-
-    Args:
-        config: the configuration (sizes, subset names, seed, media).
-        task: the task name.
-
-    Returns:
-        One :class:`VideoPlan` per video, subsets in train / validation / test order.
-    """
-    synthetic = config.datasets.synthetic
-    data: DatasetTaskConfig = synthetic.tasks[task]
-    sizes = synthetic.videos[task]
-    if synthetic.media.frame_size % 2 or synthetic.media.frame_size < 8:
-        raise ConfigError("datasets.synthetic.media.frame_size: need an even size >= 8")
-    task_key = zlib.crc32(task.encode())
-    plans = []
-    for split_index, split in enumerate(("train", "validation", "test")):
-        subset = getattr(data.subsets, split)
-        count = getattr(sizes, split)
-        if subset is None:
-            if count:
-                LOG.warning("%s: subsets.validation is null; the %d validation videos are not "
-                            "generated", task, count)
-            continue
-        for index in range(count):
-            video_id = f"{task}_{subset}_{index:04d}"
-            seeds = (synthetic.seed, task_key, split_index, index)
-            plans.append(plan_video(task, video_id, subset, seeds, synthetic.media))
-    return plans
 
 
 def annotations_of(task: str, plans: list[VideoPlan], record: dict[str, Any],
@@ -762,7 +243,7 @@ def annotations_of(task: str, plans: list[VideoPlan], record: dict[str, Any],
         distractors = [{"segment": [inst.start / fps, inst.end / fps], "label": inst.label,
                         "modality": inst.modalities[0]}
                        for inst in plan.instances if not inst.annotated]
-        if _recipe(task).distractors[1] > 0:
+        if task_recipe(task).distractors[1] > 0:
             entry["distractors"] = distractors
         database[plan.video_id] = entry
     return {"version": f"uniav-synthetic-{GENERATOR_VERSION}", "classes": task_classes(task),
