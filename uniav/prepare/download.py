@@ -64,7 +64,6 @@ import datetime
 import gzip
 import hashlib
 import http.client
-import json
 import logging
 import lzma
 import os
@@ -85,7 +84,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from uniav.config import ManifestEntry
 from uniav.errors import ChecksumError, ConfigError, InputError, UniAVError
-from uniav.fileio import atomic_write_json, fsync_dir, fsync_file, read_json_object
+from uniav.fileio import (atomic_write_json, fsync_dir, fsync_file, parse_json_text,
+                          read_json_object)
 
 log = logging.getLogger(__name__)
 
@@ -443,10 +443,7 @@ class ChecksumLock:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc}", file=self.path) from None
+        data = parse_json_text(text, file=self.path)  # a name pinned twice is refused
         entries = data.get("entries") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             raise InputError("expected an object with an 'entries' mapping", file=self.path)
@@ -776,11 +773,7 @@ class _HttpTransfer:
         return digest.hexdigest()
 
     def _read_meta(self) -> dict[str, Any] | None:
-        try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return meta if isinstance(meta, dict) else None
+        return read_json_object(self.meta_path)
 
     def _discard_part(self) -> int:
         self.part.unlink(missing_ok=True)

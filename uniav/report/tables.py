@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from uniav.config import Config, TableRow
 from uniav.errors import InputError
-from uniav.fileio import atomic_write_text, load_json_file
+from uniav.fileio import atomic_write_text, load_json_file, load_yaml_file
 
 #: Display names of the tasks (column group headers).
 TASK_TITLES = {"tal": "TAL", "sed": "SED", "avel": "AVEL"}
@@ -432,12 +430,8 @@ def load_published(path: str | Path) -> Published:
         InputError: naming the file and field on any problem.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("published-numbers file not found (tables.published)", file=path) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=path) from None
+    data = load_yaml_file(path, missing="published-numbers file not found (tables.published)",
+                          error=lambda message: InputError(message, file=path))
     if not isinstance(data, dict):
         raise InputError("expected a mapping", file=path)
     unknown = set(data) - {"source", "unit", "tables"}
