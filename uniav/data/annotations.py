@@ -13,9 +13,16 @@ numbering of the annotations; the sorted set of labels.  It does not depend on t
 every split of a dataset sees the same class indices.
 
 Validation (each failure is an :class:`~uniav.errors.InputError` naming file, video and field):
-missing keys, non-numeric or NaN segment bounds, reversed or zero-length segments, segments
-outside ``[0, duration]`` beyond ``range_tolerance`` seconds (within it they are clamped),
-labels not in the class list, inconsistent ``label_id``.
+missing keys, non-numeric (booleans included) or NaN segment bounds, reversed or zero-length
+segments, segments outside ``[0, duration]`` beyond ``range_tolerance`` seconds (within it they
+are clamped, and counted in ``VideoAnnotation.clipped``), labels not in the class list,
+inconsistent ``label_id``.
+
+Segments outside their video, the one rule (:func:`fit_to_video`, used for ground truth and for
+predictions alike by the evaluation): a segment is clipped to ``[0, duration]`` and counted as
+clipped; a segment with nothing left inside the video is ignored and counted as ignored.  An
+annotation *file* is stricter: a segment sticking out by more than ``range_tolerance`` is an
+error there, since it means a wrong duration or a broken annotation.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class VideoAnnotation:
         fps: frame rate recorded in the file, if any.
         segments: (N, 2) float64 array of [start, end] in seconds.
         labels: N class names.
+        clipped: how many segments were clamped to ``[0, duration]`` when the file was read.
     """
 
     video_id: str
@@ -54,6 +62,7 @@ class VideoAnnotation:
     fps: float | None
     segments: np.ndarray
     labels: tuple[str, ...]
+    clipped: int = field(default=0, compare=False)
 
     def label_ids(self, classes: list[str]) -> np.ndarray:
         """Class indices of the labels, shape (N,), int64."""
@@ -198,6 +207,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
         raise InputError("expected a list", file=path, video=video_id, field="annotations")
     segments = np.zeros((len(annotations), 2), dtype=np.float64)
     labels = []
+    clipped = 0
     for i, ann in enumerate(annotations):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict):
@@ -226,6 +236,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
             raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
                              file=path, video=video_id, field=f"{where}.segment")
         segments[i] = (clamped_start, clamped_end)
+        clipped += (clamped_start, clamped_end) != (start, end)
         label = ann["label"]
         if not isinstance(label, str):
             raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,
@@ -235,7 +246,31 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
                              video=video_id, field=f"{where}.label")
         labels.append(label)
     return VideoAnnotation(video_id=video_id, subset=subset, duration=duration, fps=fps,
-                           segments=segments, labels=tuple(labels))
+                           segments=segments, labels=tuple(labels), clipped=clipped)
+
+
+def fit_to_video(segments: np.ndarray, durations: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one rule for segments outside their video (ground truth and predictions alike).
+
+    Each segment is clipped to ``[0, duration]`` of its video; a segment with no positive
+    length left inside the video (wholly before 0 or after the end) is to be ignored.
+
+    Args:
+        segments: (N, 2) seconds.
+        durations: (N,) the duration of each segment's video.
+
+    Returns:
+        ``(fitted (N, 2), clipped (N,) bool, outside (N,) bool)``: the clipped segments, which
+        of them were changed by clipping (and remain inside), and which lie wholly outside.
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    durations = np.asarray(durations, dtype=np.float64).reshape(-1)
+    fitted = np.stack([np.clip(segments[:, 0], 0.0, durations),
+                       np.clip(segments[:, 1], 0.0, durations)], axis=1)
+    outside = ~(fitted[:, 1] > fitted[:, 0])
+    clipped = ~outside & (fitted != segments).any(axis=1)
+    return fitted, clipped, outside
 
 
 def duplicate_mask(segments: np.ndarray, labels: Iterable[Any], tol: float = 1e-3) -> np.ndarray:
