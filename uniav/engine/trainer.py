@@ -44,7 +44,7 @@ from uniav.engine.optim import make_optimizer
 from uniav.engine.sampling import BatchStream
 from uniav.engine.schedule import ModelEMA, PlateauGate, make_scheduler
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 from uniav.model import ModelSpec, TaskHeadConfig, UniAV
 from uniav.tracking import NullTracker, Tracker
 
@@ -394,6 +394,8 @@ class Trainer:
         """
         from tqdm import tqdm
 
+        if self.context.is_main:  # what a killed save left (.iter_*.pt.XXXXXXXX.tmp, ...)
+            remove_stale_temporaries(self.work_dir)
         self.resume()
         train_cfg = self.experiment.train
         self.tracker.log_params({"experiment": self.experiment.to_dict(),

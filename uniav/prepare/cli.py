@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 
+from uniav.argtypes import non_negative_int, positive_float, positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import ConfigError
 
@@ -81,8 +82,15 @@ def _prompts(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from uniav.prepare.probe import format_table, plot_probe, run_probes
 
+    from uniav.fileio import refuse_output_over_input
+
     config = config_from_args(args)
     tasks = _tasks(args, config.task_names, "")
+    inputs = {"--config": args.config,
+              **{f"annotations of task {task}": config.task_spec(task).data.annotations
+                 for task in tasks}}
+    refuse_output_over_input({"--json": args.json}, {**inputs, "--figure": args.figure})
+    refuse_output_over_input({"--figure": args.figure}, inputs)
     results = run_probes(config, tasks)
     print(format_table(results))
     if args.figure:
@@ -157,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p)
     _add_task_argument(p, "task to generate")
     p.add_argument("--force", action="store_true", help="regenerate complete outputs too")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="worker processes (default: %(default)s; a rule passes its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_synthesize)
@@ -168,7 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="re-extract videos already stored")
     p.add_argument("--list-encoders", action="store_true",
                    help="print the encoder registry and exit")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="worker processes (default: %(default)s; a rule passes its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_extract)
@@ -204,9 +212,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="accept entries whose sha256 is null: trust each file on first "
                              "download and record its SHA-256 in <root>/checksums.lock.json, "
                              "against which later runs verify it")
-    parser.add_argument("--retries", type=int, default=5, metavar="N",
+    parser.add_argument("--retries", type=non_negative_int, default=5, metavar="N",
                         help="retries of a failed HTTP transfer, each resuming (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
                         help="socket timeout (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_download)
@@ -225,7 +233,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "byte-identical files.")
     parser.add_argument("directory", metavar="DIR",
                         help="where to write (created; must be empty unless --force)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                         help="seed of every random draw (default: %(default)s)")
     parser.add_argument("--size", choices=("tiny", "real"), default="tiny",
                         help="tiny: tens of videos per dataset; real: the released video "
@@ -235,7 +243,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="archives: the hand-downloaded files under DIR/downloads/; "
                              "unpacked: the layout `uniav download` leaves (no archives) "
                              "(default: %(default)s)")
-    parser.add_argument("--feature-pool", type=int, default=None, metavar="K",
+    parser.add_argument("--feature-pool", type=positive_int, default=None, metavar="K",
                         help="write only K distinct feature files per dataset, modality and "
                              "length and repeat them (hard links with --layout unpacked)")
     parser.add_argument("--force", action="store_true",
