@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 
+from uniav.argtypes import positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
 
 LOGGER = logging.getLogger(__name__)
@@ -20,14 +20,7 @@ def _tracking_init(args: argparse.Namespace) -> int:
         print("tracking disabled (tracking.enabled: false): nothing to do")
         return 0
     uri = resolve_tracking_uri(config.tracking.uri)
-    try:
-        experiment_id = init_store(uri, config.tracking.experiment_name)
-    except Exception as exc:  # mlflow raises MlflowException for an old schema
-        if "out-of-date database schema" not in str(exc).lower():
-            raise
-        LOGGER.info("upgrading the tracking store schema of %s", uri)
-        subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=True)
-        experiment_id = init_store(uri, config.tracking.experiment_name)
+    experiment_id = init_store(uri, config.tracking.experiment_name, upgrade=True)
     print(f"tracking store {uri}: experiment {config.tracking.experiment_name!r} "
           f"(id {experiment_id}) ready")
     return 0
@@ -58,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "holds (local multi-GPU runs)")
     p.add_argument("--lock-dir", default=".snakemake/uniav/gpu-locks",
                    help="directory of the per-GPU lock files (default: %(default)s)")
-    p.add_argument("--gpus", type=int, default=None,
+    p.add_argument("--gpus", type=positive_int, default=None,
                    help="number of GPUs (default: count `nvidia-smi -L` lines)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(handler=_gpu_slot)
