@@ -218,3 +218,11 @@ def test_tiou_out_of_range_is_a_usage_error(tmp_path, capsys, value):
               "--output", str(tmp_path / "out.json")])
     stderr = capsys.readouterr().err
     assert exit_.value.code == 2 and "argument --tiou" in stderr and "Traceback" not in stderr
+
+
+def test_rounding_overhang_is_clipped_but_not_counted():
+    videos = [VideoAnnotation("v", "eval", 10.33336, None, np.array([[1.0, 10.33336]]), ("a",))]
+    predictions = {"results": {"v": [{"segment": [1.0, 10.3334], "label": "a", "score": 0.9}]}}
+    result = evaluate_detection(videos, predictions, thresholds=[1.0])
+    assert result.average_map == 1.0  # clipped onto the ground truth exactly
+    assert result.outside_video["predictions_clipped"] == 0

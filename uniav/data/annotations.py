@@ -15,7 +15,8 @@ every split of a dataset sees the same class indices.
 Validation (each failure is an :class:`~uniav.errors.InputError` naming file, video and field):
 missing keys, non-numeric (booleans included) or NaN segment bounds, reversed or zero-length
 segments, segments outside ``[0, duration]`` beyond ``range_tolerance`` seconds (within it they
-are clamped, and counted in ``VideoAnnotation.clipped``), labels not in the class list,
+are clamped, and counted in ``VideoAnnotation.clipped`` when they stick out by more than
+1 ms), labels not in the class list,
 inconsistent ``label_id``.
 
 Segments outside their video, the one rule (:func:`fit_to_video`, used for ground truth and for
@@ -236,7 +237,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
             raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
                              file=path, video=video_id, field=f"{where}.segment")
         segments[i] = (clamped_start, clamped_end)
-        clipped += (clamped_start, clamped_end) != (start, end)
+        clipped += max(clamped_start - start, end - clamped_end) > MIN_SEGMENT_LENGTH
         label = ann["label"]
         if not isinstance(label, str):
             raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,
@@ -254,7 +255,9 @@ def fit_to_video(segments: np.ndarray, durations: np.ndarray
     """The one rule for segments outside their video (ground truth and predictions alike).
 
     Each segment is clipped to ``[0, duration]`` of its video; a segment with no positive
-    length left inside the video (wholly before 0 or after the end) is to be ignored.
+    length left inside the video (wholly before 0 or after the end) is to be ignored.  An
+    overhang of at most :data:`MIN_SEGMENT_LENGTH` (1 ms: rounding of a segment that ends at the
+    video's end) is clipped without being counted as clipped.
 
     Args:
         segments: (N, 2) seconds.
@@ -269,7 +272,8 @@ def fit_to_video(segments: np.ndarray, durations: np.ndarray
     fitted = np.stack([np.clip(segments[:, 0], 0.0, durations),
                        np.clip(segments[:, 1], 0.0, durations)], axis=1)
     outside = ~(fitted[:, 1] > fitted[:, 0])
-    clipped = ~outside & (fitted != segments).any(axis=1)
+    overhang = np.maximum(fitted[:, 0] - segments[:, 0], segments[:, 1] - fitted[:, 1])
+    clipped = ~outside & (overhang > MIN_SEGMENT_LENGTH)
     return fitted, clipped, outside
 
 
