@@ -37,7 +37,7 @@ NUMERIC = [
     (["paper-replica", MISSING], "--seed", "-1", "0"),
     (["paper-replica", MISSING], "--feature-pool", "0", "2"),
     (["figures", "--config", f"{MISSING}/p.yaml"], "--videos", "0", "1"),
-    (["gpu-slot", "--lock-dir", MISSING], "--gpus", "0", "1"),
+    (["gpu-slot", "--lock-dir", MISSING], "--gpus", "-1", "0"),  # 0: no GPU, left alone
     (["score", "--ground-truth", MISSING, "--predictions", MISSING, "--subset", "x", "--output",
       MISSING], "--tiou", "nan", "0.5"),
 ]
@@ -77,3 +77,23 @@ def test_boundaries_are_accepted(parse, text):
 def test_non_numbers_are_refused(parse, text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse(text)
+
+
+def test_gpu_slot_lock_dir_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status = main(["gpu-slot", "--lock-dir", str(blocker), "--gpus", "1", "--", "true"])
+    stderr = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.startswith("uniav gpu-slot: error: ")  # the command's name, not its argument
+    assert f"file {blocker}; field '--lock-dir'" in stderr
+
+
+def test_download_root_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status = main(["download", "--config", "params.yaml", "--set", "benchmark=paper",
+                   "--root", str(blocker)])
+    stderr = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in stderr
+    assert f"file {blocker}; field '--root': the benchmark root is not a directory" in stderr

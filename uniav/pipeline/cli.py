@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from uniav.argtypes import positive_int
+from uniav.argtypes import non_negative_int
 from uniav.config.cli import add_config_arguments, config_from_args
+from uniav.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,13 +31,18 @@ def _tracking_init(args: argparse.Namespace) -> int:
 def _gpu_slot(args: argparse.Namespace) -> int:
     from uniav.pipeline.gpu import exec_in_gpu_slot
 
-    command = list(args.command)
+    command = list(args.gpu_command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         print("uniav gpu-slot: error: no command given (uniav gpu-slot -- COMMAND ...)",
               file=sys.stderr)
         return 2
+    try:
+        Path(args.lock_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file there, no permission, ...
+        raise InputError(f"cannot use it as the lock directory ({exc.strerror or exc})",
+                         file=args.lock_dir, field="--lock-dir") from None
     exec_in_gpu_slot(command, lock_dir=args.lock_dir, gpus=args.gpus)
     return 0  # pragma: no cover - exec does not return
 
@@ -51,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "holds (local multi-GPU runs)")
     p.add_argument("--lock-dir", default=".snakemake/uniav/gpu-locks",
                    help="directory of the per-GPU lock files (default: %(default)s)")
-    p.add_argument("--gpus", type=positive_int, default=None,
+    p.add_argument("--gpus", type=non_negative_int, default=None,
                    help="number of GPUs (default: count `nvidia-smi -L` lines)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    # dest gpu_command: "command" is the top-level parser's dest for the sub-command's name
+    p.add_argument("gpu_command", metavar="command", nargs=argparse.REMAINDER,
+                   help="-- COMMAND [ARGS...]")
     p.set_defaults(handler=_gpu_slot)

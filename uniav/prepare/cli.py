@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from uniav.argtypes import non_negative_int, positive_float, positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
-from uniav.errors import ConfigError
+from uniav.errors import ConfigError, InputError
 
 
 def _tasks(args: argparse.Namespace, known: list[str], what: str) -> list[str]:
@@ -115,6 +116,9 @@ def _download(args: argparse.Namespace) -> int:
         print(f"{args.config}: datasets.paper.manifest is empty: nothing to download")
         return 0
     root = args.root if args.root is not None else paper.root
+    if Path(root).exists() and not Path(root).is_dir():
+        raise InputError("the benchmark root is not a directory", file=root,
+                         field="--root" if args.root is not None else "datasets.paper.root")
     results = download_manifest(
         paper.manifest, root, only=args.only, pin_unknown=args.pin_unknown_checksums,
         retries=args.retries, timeout=args.timeout,
