@@ -10,10 +10,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+LOGGER = logging.getLogger(__name__)
+
+#: The temp-file names :func:`atomic_path` makes: ``.<final name>.<8 random characters>.tmp``
+#: (``tempfile.mkstemp`` with that prefix and suffix).  Only names of this shape are ever
+#: removed as stale temporaries.
+TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def _current_umask() -> int:
@@ -30,10 +39,23 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temp path next to ``final``; on success it is fsynced and renamed onto ``final``.
 
     On any exception the temp file is removed and ``final`` is left as it was.
+
+    Raises:
+        InputError: ``final`` is a directory, or its directory cannot be created or written
+            (naming the path), before anything is written.
     """
+    from uniav.errors import InputError
+
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    if final.is_dir():
+        raise InputError("the output path is a directory", file=final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.",
+                                        suffix=".tmp")
+    except OSError as exc:  # a file where a directory should be, no permission, ...
+        raise InputError(f"cannot write the output here ({exc.strerror or exc})",
+                         file=final) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -112,7 +134,7 @@ def read_json_object(path: str | Path) -> dict[str, Any] | None:
     not an object (for optional records such as completion markers and sidecars)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):  # missing, not JSON/UTF-8, absurdly nested
         return None
     return data if isinstance(data, dict) else None
 
@@ -141,6 +163,8 @@ def load_json_file(path: str | Path, *, missing: str = "file not found") -> Any:
         raise InputError(missing, file=path) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"not valid JSON: {exc}", file=path) from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", file=path) from None
     return parse_json_text(text, file=path)
 
 
@@ -166,17 +190,37 @@ def parse_json_text(text: str, *, file: str | Path | None = None) -> Any:
                          "more than a few levels)", file=file) from None
 
 
-def load_yaml_file(path: str | Path, *, missing: str = "file not found") -> Any:
+def load_yaml_file(path: str | Path, *, missing: str = "file not found",
+                   error: Callable[[str], Exception] | None = None) -> Any:
     """Parse a YAML file with ``yaml.safe_load`` semantics, refusing duplicate keys.
 
+    Args:
+        path: the file.
+        missing: the message when it does not exist.
+        error: builds the exception from a message (default: ``ConfigError("<path>: ...")``;
+            input files pass e.g. ``lambda m: InputError(m, file=path)``).
+
     Raises:
-        ConfigError: naming the file, the line and the key of a duplicate, or a syntax error.
+        ConfigError (or what ``error`` builds): naming the file, the line and the key of a
+            duplicate, or a syntax error.
     """
+    path = Path(path)
+    error = error or _config_error(str(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read the file ({exc})") from None
+    return parse_yaml_text(text, error=error)
+
+
+def parse_yaml_text(text: str, *, error: Callable[[str], Exception] | None = None) -> Any:
+    """:func:`load_yaml_file` on a string (e.g. a ``--set key=VALUE`` value)."""
     import yaml
 
-    from uniav.errors import ConfigError
-
-    path = Path(path)
+    error = error or _config_error("YAML")
 
     class UniqueKeyLoader(yaml.SafeLoader):
         """A safe loader whose mappings refuse a key given twice."""
@@ -187,18 +231,106 @@ def load_yaml_file(path: str | Path, *, missing: str = "file not found") -> Any:
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if key in seen:
-                raise ConfigError(f"{path}: line {line}: duplicate key {key!r} (first at line "
-                                  f"{seen[key]}); YAML would silently keep the last one")
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if repeated:
+                raise error(f"line {line}: duplicate key {key!r} (first at line "
+                            f"{seen[key]}); YAML would silently keep the last one")
             seen[key] = line
         return loader.construct_mapping(node, deep=True)
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                     construct_mapping)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {missing}") from None
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise error(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise error("YAML nested too deeply to be read") from None
+
+
+def _config_error(source: str) -> Callable[[str], Exception]:
+    from uniav.errors import ConfigError
+
+    return lambda message: ConfigError(f"{source}: {message}")
+
+def stale_temporaries(directory: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Temp files :func:`atomic_path` left in ``directory`` (not in sub-directories) when the
+    process writing them was killed: files named ``.<name>.XXXXXXXX.tmp``.
+
+    Args:
+        directory: the directory to look in (missing: nothing found).
+        names: only temporaries of these final names (default: of any name).
+    """
+    directory = Path(directory)
+    wanted = None if names is None else set(names)
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if (match and entry.is_file(follow_symlinks=False)
+                and (wanted is None or match.group("final") in wanted)):
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def remove_stale_temporaries(directory: str | Path, names: Iterable[str] | None = None
+                             ) -> list[Path]:
+    """Delete the :func:`stale_temporaries` of ``directory`` and log what was removed.
+
+    Call it only where no other process can be writing at the same time (e.g. when a training
+    job starts in its own work directory): a live writer's temp file has the same name shape.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for path in stale_temporaries(directory, names):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        LOGGER.info("removed %s (%d bytes), a temporary file left by an interrupted write",
+                    path, size)
+    return removed
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file: the same inode when both exist (hard and symbolic
+    links included), else the same absolute path once links are resolved."""
+    a, b = Path(a), Path(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def refuse_output_over_input(outputs: Mapping[str, str | Path | None],
+                             inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse to run when an output would replace one of the command's inputs.
+
+    Args:
+        outputs: what the command writes, by the option (or description) that names it, e.g.
+            ``{"--output": path}``; ``None`` values are skipped.
+        inputs: what it reads, likewise (``{"--ground-truth": path, ...}``).
+
+    Raises:
+        InputError: naming the output file and the option of the input it would overwrite.
+    """
+    from uniav.errors import InputError
+
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        for in_name, in_path in inputs.items():
+            if in_path is not None and same_file(out_path, in_path):
+                raise InputError(f"{out_name} is the same file as {in_name} ({in_path}): "
+                                 f"writing it would destroy an input; choose another path",
+                                 file=out_path, field=out_name)

@@ -6,19 +6,24 @@ metrics, artifacts and tags (git commit, task set, benchmark).  Metric names are
 (``train/<task>/cls_loss``, ``val/<task>/average_mAP``, ``test/<task>/mAP_0.50`` ...) so runs
 compare side by side in ``mlflow ui``.
 
-SQLite and parallel jobs: a *new* store created by two processes at once can be corrupted, so
-:func:`init_store` creates and migrates it once before jobs fan out (the Snakefile's
-``onstart``); afterwards every write is retried with back-off while the database is locked, and
-metrics are buffered and sent in batches to keep the number of transactions small.
+SQLite and parallel jobs: a *new* store created by two processes at once can be corrupted (or
+fail with ``duplicate column name``, both running the schema migrations), so :func:`init_store`
+creates and migrates it under an inter-process file lock (:func:`store_lock`), whoever launches
+the jobs; the Snakefile's ``onstart`` still creates it once up front.  Afterwards every write is
+retried with back-off while the database is locked, and metrics are buffered and sent in
+batches to keep the number of transactions small.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -92,15 +97,64 @@ def _retry(action: Callable[[], Any], what: str, attempts: int = 12) -> Any:
     return None  # pragma: no cover
 
 
-def init_store(uri: str, experiment_name: str) -> str:
-    """Create (and migrate) the store and the experiment once; returns the experiment id.
+def store_lock_path(uri: str) -> Path:
+    """The lock file that serialises creating and migrating the store at ``uri``: beside the
+    database for ``sqlite:///PATH`` (``PATH.lock``), else one per URI in the temp directory."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and uri[len(prefix):] not in ("", ":memory:"):
+        database = Path(uri[len(prefix):].split("?", 1)[0])
+        return database.with_name(database.name + ".lock")
+    digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "uniav-tracking-locks" / f"{digest}.lock"
 
-    Call this before parallel jobs start so that they never race to create the schema.
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive inter-process lock (``flock``) for the store at ``uri``; the kernel
+    releases it when the process ends, so a killed job never leaves it held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX platforms: no inter-process lock
+        yield
+        return
+    path = store_lock_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def init_store(uri: str, experiment_name: str, *, upgrade: bool = False) -> str:
+    """Create (and migrate) the store and the experiment; returns the experiment id.
+
+    Safe to call from many processes at once: the store is opened (which creates and migrates
+    its schema) and the experiment created under :func:`store_lock`.
+
+    Args:
+        uri: the tracking URI.
+        experiment_name: the MLflow experiment.
+        upgrade: upgrade a store with an out-of-date schema (``mlflow db upgrade``) instead of
+            failing.
     """
+    with store_lock(uri):
+        try:
+            return _init_store_locked(uri, experiment_name)
+        except Exception as exc:  # mlflow raises MlflowException for an old schema
+            if not upgrade or "out-of-date database schema" not in str(exc).lower():
+                raise
+        LOGGER.info("upgrading the tracking store schema of %s", uri)
+        subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=True)
+        return _init_store_locked(uri, experiment_name)
+
+
+def _init_store_locked(uri: str, experiment_name: str) -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)  # opens the store: creates/migrates the schema
 
     def ensure() -> str:
         experiment = client.get_experiment_by_name(experiment_name)
@@ -191,8 +245,8 @@ def mlflow_run(uri: str, experiment_name: str, run_name: str, tags: dict[str, st
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
+    experiment_id = init_store(uri, experiment_name)  # first: opening a new store migrates it
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = init_store(uri, experiment_name)
     run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=tags or {}),
                  "create run")
     tracker = MlflowTracker(client, run.info.run_id)

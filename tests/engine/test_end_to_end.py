@@ -93,3 +93,30 @@ def test_predict_finds_planted_events_in_fresh_videos(trained, tmp_path):
     assert sum(found.values()) >= 0.6 * sum(planted.values()), (found, planted)
     _, metadata = load_exported_weights(weights)
     assert metadata["features"]["sed"]["audio_encoder"] == "logmel"
+
+
+def test_predict_keeps_results_of_two_containers_apart(trained, tmp_path):
+    """`uniav predict x.mp4` and `uniav predict x.mkv` into one directory: both results stay
+    (outputs are named after the whole file name, x.mp4.uniav.json and x.mkv.uniav.json)."""
+    import json
+    import shutil
+
+    from uniav.cli import main
+    from uniav.prepare.media import write_media
+    from uniav.prepare.synthetic import plan_video, render_video
+
+    _, weights, _ = trained
+    media = MediaConfig()
+    plan = plan_video("sed", "fresh_container", "fresh", (424243, 0), media)
+    frames, audio = render_video("sed", plan, media)
+    mp4 = tmp_path / "x.mp4"
+    write_media(mp4, frames, audio, fps=media.fps, sample_rate=media.sample_rate)
+    mkv = shutil.copyfile(mp4, tmp_path / "x.mkv")  # FFmpeg probes the content, not the name
+    out = tmp_path / "out"
+    for video in (mp4, mkv):
+        assert main(["predict", str(video), "--weights", str(weights), "--tasks", "sed",
+                     "--output-dir", str(out), "--min-score", "0"]) == 0
+    for name in ("x.mp4", "x.mkv"):
+        result = json.loads((out / f"{name}.uniav.json").read_text())
+        assert result["video"] == str(tmp_path / name)
+        assert (out / f"{name}.uniav.png").exists()

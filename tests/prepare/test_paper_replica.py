@@ -348,13 +348,13 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
         write_paper_replica(tmp_path / "a", feature_pool=0)
     with pytest.raises(ConfigError, match="size"):
         write_paper_replica(tmp_path / "a", size="huge")
-    for argv, message in ((["--seed", "-1"], "--seed"),
-                          (["--feature-pool", "0"], "--feature-pool")):
-        assert uniav_main(["paper-replica", str(tmp_path / "b"), *argv]) == 2
+    for argv, message in ((["--seed", "-1"], "--seed: expected an integer >= 0"),
+                          (["--feature-pool", "0"], "--feature-pool: expected an integer >= 1"),
+                          (["--size", "huge"], "--size: invalid choice")):
+        with pytest.raises(SystemExit) as exited:  # argparse: usage and message, exit 2
+            uniav_main(["paper-replica", str(tmp_path / "b"), *argv])
+        assert exited.value.code == 2
         assert message in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        uniav_main(["paper-replica", str(tmp_path / "b"), "--size", "huge"])
-    assert exited.value.code == 2
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "keep.txt").write_text("x")
     with pytest.raises(InputError, match="not empty"):

@@ -47,8 +47,9 @@ def _schema(args: argparse.Namespace) -> int:
             return 1
         print(f"{out}: up to date")
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    from uniav.fileio import atomic_write_text
+
+    atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0
 

@@ -26,12 +26,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from uniav.config.sections import OVERLAYS, Config
 from uniav.config.validation import parse
 from uniav.errors import ConfigError
-from uniav.fileio import load_yaml_file
+from uniav.fileio import load_yaml_file, parse_yaml_text
 
 #: The protocol ``protocol: auto`` stands for, per benchmark.
 DEFAULT_PROTOCOL = {"paper": "released", "synthetic": "clean"}
@@ -64,10 +62,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: expected key.path=value")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    parsed = parse_yaml_text(value, error=lambda message: ConfigError(
+        f"override {item!r}: the value: {message}"))
     return key.split("."), parsed
 
 

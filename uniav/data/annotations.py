@@ -13,11 +13,17 @@ numbering of the annotations; the sorted set of labels.  It does not depend on t
 every split of a dataset sees the same class indices.
 
 Validation (each failure is an :class:`~uniav.errors.InputError` naming file, video and field):
-missing keys, non-numeric or NaN segment bounds, reversed segments, zero-length segments (unless
-``zero_length="keep"``: real ActivityNet has some), segments outside ``[0, duration]`` beyond
-``range_tolerance`` seconds (within it they are clamped, or kept as they are with
-``past_duration="keep"``; ``VideoAnnotation.clamped`` counts them), labels not in the class
-list, inconsistent ``label_id``.
+missing keys, non-numeric (booleans included) or NaN segment bounds, reversed segments,
+zero-length segments (unless ``zero_length="keep"``: real ActivityNet has some), segments outside
+``[0, duration]`` beyond ``range_tolerance`` seconds (within it they are clamped, or kept as they
+are with ``past_duration="keep"``; ``VideoAnnotation.clipped`` counts those sticking out by more
+than 1 ms), labels not in the class list, inconsistent ``label_id``.
+
+Segments outside their video, the one rule (:func:`fit_to_video`, used for ground truth and for
+predictions alike by the evaluation): a segment is clipped to ``[0, duration]`` and counted as
+clipped; a segment with nothing left inside the video is ignored and counted as ignored.  An
+annotation *file* is stricter: a segment sticking out by more than ``range_tolerance`` is an
+error there, since it means a wrong duration or a broken annotation.
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ class VideoAnnotation:
         fps: frame rate recorded in the file, if any.
         segments: (N, 2) float64 array of [start, end] in seconds.
         labels: N class names.
-        past_duration: how many segments stuck out of ``[0, duration]`` (within the
-            tolerance) and were clamped (or kept, see :func:`load_annotations`).
+        clipped: how many segments stuck out of ``[0, duration]`` by more than 1 ms when the
+            file was read (clamped into it, or kept as they are, see :func:`load_annotations`).
     """
 
     video_id: str
@@ -58,8 +64,7 @@ class VideoAnnotation:
     fps: float | None
     segments: np.ndarray
     labels: tuple[str, ...]
-    #: annotations outside [0, duration] (within the tolerance) that were clamped or kept
-    past_duration: int = 0
+    clipped: int = field(default=0, compare=False)
 
     def label_ids(self, classes: list[str]) -> np.ndarray:
         """Class indices of the labels, shape (N,), int64."""
@@ -210,7 +215,7 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
         raise InputError("expected a list", file=path, video=video_id, field="annotations")
     segments = np.zeros((len(annotations), 2), dtype=np.float64)
     labels = []
-    outside = 0
+    clipped = 0
     for i, ann in enumerate(annotations):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict):
@@ -241,9 +246,8 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
                 or (not degenerate and clamped_end - clamped_start < MIN_SEGMENT_LENGTH)):
             raise InputError(f"segment [{start}, {end}] lies outside the video [0, {duration}]",
                              file=path, video=video_id, field=f"{where}.segment")
-        if (clamped_start, clamped_end) != (start, end):
-            outside += 1
         segments[i] = (start, end) if past_duration == "keep" else (clamped_start, clamped_end)
+        clipped += max(clamped_start - start, end - clamped_end) > MIN_SEGMENT_LENGTH
         label = ann["label"]
         if not isinstance(label, str):
             raise InputError(f"expected a class name, got {label!r}", file=path, video=video_id,
@@ -253,7 +257,34 @@ def _parse_video(path: Path, video_id: str, entry: Any, classes: set[str],
                              video=video_id, field=f"{where}.label")
         labels.append(label)
     return VideoAnnotation(video_id=video_id, subset=subset, duration=duration, fps=fps,
-                           segments=segments, labels=tuple(labels), past_duration=outside)
+                           segments=segments, labels=tuple(labels), clipped=clipped)
+
+
+def fit_to_video(segments: np.ndarray, durations: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one rule for segments outside their video (ground truth and predictions alike).
+
+    Each segment is clipped to ``[0, duration]`` of its video; a segment with no positive
+    length left inside the video (wholly before 0 or after the end) is to be ignored.  An
+    overhang of at most :data:`MIN_SEGMENT_LENGTH` (1 ms: rounding of a segment that ends at the
+    video's end) is clipped without being counted as clipped.
+
+    Args:
+        segments: (N, 2) seconds.
+        durations: (N,) the duration of each segment's video.
+
+    Returns:
+        ``(fitted (N, 2), clipped (N,) bool, outside (N,) bool)``: the clipped segments, which
+        of them were changed by clipping (and remain inside), and which lie wholly outside.
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    durations = np.asarray(durations, dtype=np.float64).reshape(-1)
+    fitted = np.stack([np.clip(segments[:, 0], 0.0, durations),
+                       np.clip(segments[:, 1], 0.0, durations)], axis=1)
+    outside = ~(fitted[:, 1] > fitted[:, 0])
+    overhang = np.maximum(fitted[:, 0] - segments[:, 0], segments[:, 1] - fitted[:, 1])
+    clipped = ~outside & (overhang > MIN_SEGMENT_LENGTH)
+    return fitted, clipped, outside
 
 
 def duplicate_mask(segments: np.ndarray, labels: Iterable[Any], tol: float = 1e-3) -> np.ndarray:

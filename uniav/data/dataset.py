@@ -327,14 +327,14 @@ class LocalizationDataset:
                 keep &= ~zero
             else:  # drop_in_training, evaluated: kept as ground truth nothing matches
                 report.add("annotations_kept.zero_length", int(zero.sum()), vid)
-        if video.past_duration:
+        if video.clipped:
             case = ("annotations_kept.past_duration" if self.policy.segments_past_duration == "keep"
                     else "annotations_clamped.past_duration")
-            report.add(case, video.past_duration, vid)
+            report.add(case, video.clipped, vid)
         kept_labels = tuple(label for label, kept in zip(labels, keep) if kept)
         annotation = VideoAnnotation(video_id=vid, subset=video.subset, duration=video.duration,
                                      fps=video.fps, segments=segments[keep], labels=kept_labels,
-                                     past_duration=video.past_duration)
+                                     clipped=video.clipped)
         grid = TimeGrid.of(data).for_video(stored_steps, data.resize_length)
         num_steps = data.resize_length or stored_steps
         train_segments = grid.to_steps(annotation.segments).reshape(-1, 2)

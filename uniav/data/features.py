@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_text
+from uniav.fileio import atomic_path, atomic_write_text, load_json_file, parse_json_text
 
 META_FILE = "meta.json"
 MODALITIES = ("visual", "audio")
@@ -85,10 +85,10 @@ class FeatureStore:
             meta_path = self.path / META_FILE
             if not meta_path.exists():
                 return None
-            try:
-                return json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON: {exc}", file=meta_path) from None
+            meta = load_json_file(meta_path)
+            if not isinstance(meta, dict):
+                raise InputError("expected a JSON object", file=meta_path)
+            return meta
         import h5py
         try:
             with h5py.File(self.path, "r") as handle:
@@ -97,16 +97,31 @@ class FeatureStore:
             raise InputError(f"cannot open HDF5 file ({exc})", file=self.path) from None
         if text is None:
             return None
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise InputError("the 'meta' attribute is not JSON text", file=self.path,
+                             field="meta")
         try:
-            return json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise InputError(f"the 'meta' attribute is not valid JSON: {exc}", file=self.path,
+            meta = parse_json_text(text, file=self.path)
+        except InputError as exc:
+            raise InputError(f"the 'meta' attribute: {exc.message}", file=self.path,
                              field="meta") from None
+        if not isinstance(meta, dict):
+            raise InputError("the 'meta' attribute is not a JSON object", file=self.path,
+                             field="meta")
+        return meta
 
     def dims(self) -> tuple[int, int] | None:
         """(visual_dim, audio_dim) recorded in the metadata, if any."""
         if self.meta and "visual_dim" in self.meta and "audio_dim" in self.meta:
-            return int(self.meta["visual_dim"]), int(self.meta["audio_dim"])
+            dims = self.meta["visual_dim"], self.meta["audio_dim"]
+            for name, value in zip(("visual_dim", "audio_dim"), dims):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise InputError(f"expected a positive integer, got {value!r}",
+                                     file=self.path / META_FILE if self.layout.format == "npy"
+                                     else self.path, field=f"meta.{name}")
+            return int(dims[0]), int(dims[1])
         return None
 
     # ---- listing --------------------------------------------------------------------------

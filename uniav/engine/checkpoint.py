@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json, load_json_file, parse_json_text
 
 LOGGER = logging.getLogger(__name__)
 POINTER = "latest.json"
@@ -89,9 +89,12 @@ def load_latest_checkpoint(directory: str | Path, config_hash: str) -> dict[str,
     if not pointer.exists():
         return None
     try:
-        name = json.loads(pointer.read_text())["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        name = load_json_file(pointer)["checkpoint"]
+    except (InputError, KeyError, TypeError):
         raise InputError("checkpoint pointer is unreadable", file=pointer) from None
+    if not isinstance(name, str) or Path(name).name != name:
+        raise InputError(f"checkpoint pointer names {name!r}, not a file of {directory}",
+                         file=pointer, field="checkpoint")
     state = load_checkpoint_file(directory / name)
     found = state.get("config_hash")
     if found != config_hash:
@@ -116,17 +119,28 @@ def load_exported_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     """Read weights and metadata written by :func:`export_weights`.
 
     Raises:
-        InputError: missing or corrupt file.
+        InputError: missing or corrupt file, metadata that is not JSON (or repeats a key),
+            NaN or infinite weights (naming the tensor).
     """
     from safetensors import SafetensorError, safe_open
+
+    from uniav.model.released import check_finite
 
     path = Path(path)
     if not path.exists():
         raise InputError("weights file not found", file=path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+            raw_metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"cannot read weights ({exc})", file=path) from None
+    metadata = {}
+    for key, value in raw_metadata.items():
+        try:
+            metadata[key] = parse_json_text(value, file=path)
+        except InputError as exc:
+            raise InputError(f"metadata {key!r}: {exc.message}", file=path,
+                             field=f"metadata.{key}") from None
+    check_finite(tensors, file=path, prefix="")
     return tensors, metadata

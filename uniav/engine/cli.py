@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from uniav.argtypes import positive_int, probability
 from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import ConfigError
 
@@ -48,13 +49,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from uniav.engine.inference import evaluate_experiment
+    from uniav.engine.inference import check_evaluate_paths, evaluate_experiment
     from uniav.tracking import git_commit, open_tracker
 
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
     tags = {"experiment": experiment.name, "job": "evaluate", "tasks": ",".join(experiment.tasks),
             "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+    check_evaluate_paths(config, args.experiment, config_path=args.config,
+                         weights=args.weights, predictions_dir=args.predictions_dir,
+                         metrics_path=args.metrics)
     with open_tracker(config.tracking.enabled and not args.no_tracking, config.tracking.uri,
                       config.tracking.experiment_name, f"{experiment.name}/evaluate",
                       tags) as tracker:
@@ -62,7 +66,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                       predictions_dir=args.predictions_dir,
                                       metrics_path=args.metrics, split=args.split,
                                       threads=_threads(args), tracker=tracker,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress,
+                                      allow_other_experiment=args.allow_other_experiment)
     for task, metrics in summary["tasks"].items():
         print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}")
     return 0
@@ -97,6 +102,11 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
             if not sep:
                 raise ConfigError(f"--task-key {item!r}: expected TASKn=name")
             task_keys[key] = task
+    from uniav.fileio import refuse_output_over_input
+
+    refuse_output_over_input({"--output": args.output},
+                             {"checkpoint": args.checkpoint, "--config": args.config,
+                              **{f"--prompts {task}": path for task, path in prompts.items()}})
     out = import_released_checkpoint(config, args.checkpoint, args.output, prompts=prompts,
                                      task_keys=task_keys, use_ema=not args.no_ema,
                                      n_head=args.n_head)
@@ -166,7 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True, help="where model.safetensors and training.json go")
     p.add_argument("--work-dir", required=True, help="resumable checkpoints (kept on failure)")
     p.add_argument("--prompts-dir", default=None, help="directory of <task>.npy prompt embeddings")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.set_defaults(handler=_train)
@@ -178,7 +188,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions-dir", required=True, help="writes <task>.json predictions")
     p.add_argument("--metrics", required=True, help="the metrics JSON to write")
     p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--allow-other-experiment", action="store_true",
+                   help="evaluate weights that `uniav train` wrote for another experiment (the "
+                        "metrics record the weights' own experiment and config hash)")
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true")
     p.set_defaults(handler=_evaluate)
@@ -187,11 +200,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "events in your own video")
     p.add_argument("video", help="a video file (any container/codec FFmpeg reads)")
     p.add_argument("--weights", required=True, help="model.safetensors from `uniav train`")
-    p.add_argument("--output-dir", default=None, help="default: next to the video")
+    p.add_argument("--output-dir", default=None,
+                   help="where <video file name>.uniav.json and .uniav.png go (x.mp4 -> "
+                        "x.mp4.uniav.json; default: next to the video)")
     p.add_argument("--tasks", nargs="*", default=None, help="default: every task of the model")
-    p.add_argument("--min-score", type=float, default=0.2, help="drop weaker detections")
-    p.add_argument("--top-k", type=int, default=20, help="keep at most this many per task")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--min-score", type=probability, default=0.2,
+                   help="drop detections scoring below this, in [0, 1] (default: %(default)s)")
+    p.add_argument("--top-k", type=positive_int, default=20,
+                   help="keep at most this many per task, >= 1 (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(handler=_predict)
 
     p = subparsers.add_parser("import-checkpoint",
@@ -204,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task-key", dest="task_keys", action="append", default=[],
                    metavar="TASKn=NAME", help="released task key mapping (default TASK1=tal, "
                                               "TASK2=avel, TASK3=sed)")
-    p.add_argument("--n-head", type=int, default=4, help="attention heads of the checkpoint")
+    p.add_argument("--n-head", type=positive_int, default=4, help="attention heads of the checkpoint")
     p.add_argument("--no-ema", action="store_true", help="take state_dict, not state_dict_ema")
     p.set_defaults(handler=_import_checkpoint)
 
@@ -213,12 +230,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="paper", choices=["paper", "config"],
                    help="paper: the published model (the configuration with benchmark=paper); "
                         "config: the configuration as given")
-    p.add_argument("--num-classes", type=int, default=10,
+    p.add_argument("--num-classes", type=positive_int, default=10,
                    help="classes of a task whose count neither the configuration "
                         "(num_classes) nor an annotation file gives")
-    p.add_argument("--input-dim", type=int, default=None,
+    p.add_argument("--input-dim", type=positive_int, default=None,
                    help="feature width (default: the released or configured encoders')")
-    p.add_argument("--text-dim", type=int, default=None,
+    p.add_argument("--text-dim", type=positive_int, default=None,
                    help="prompt-embedding width (default: 1536 for ONE-PEACE prompts, 384 for "
                         "the shipped sentence encoder)")
     p.set_defaults(handler=_model_summary)

@@ -75,8 +75,18 @@ def import_released_checkpoint(config: Config, checkpoint: str | Path, output: s
         path = Path(prompts[task])
         try:
             rows = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read prompt embeddings ({exc})", file=path) from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"cannot read prompt embeddings ({exc or 'empty file'})",
+                             file=path, field="prompts") from None
+        if not isinstance(rows, np.ndarray):  # an .npz archive
+            rows.close()
+            raise InputError("not a .npy array (an .npz archive?)", file=path, field="prompts")
+        if rows.dtype.kind not in "iuf":
+            raise InputError(f"prompt embeddings must be numbers, got dtype {rows.dtype}",
+                             file=path, field="prompts")
+        if not np.isfinite(rows).all():
+            raise InputError("prompt embeddings hold NaN or infinite values", file=path,
+                             field="prompts")
         if rows.ndim != 2 or rows.shape[1] != layout["text_dim"]:
             raise InputError(f"prompt embeddings of shape {rows.shape}, expected (K, "
                              f"{layout['text_dim']})", file=path)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from uniav.config import Config, EvalConfig, TaskSpec, config_hash, to_plain
-from uniav.errors import InputError
-from uniav.fileio import atomic_write_json
+from uniav.errors import ConfigError, InputError
+from uniav.fileio import atomic_write_json, refuse_output_over_input
 from uniav.tracking import NullTracker, Tracker
 
 LOGGER = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def score_predictions(dataset: Any, spec: TaskSpec, predictions: dict[str, list[
     result = evaluate_detection(ground_truth, {"results": predictions},
                                 thresholds=spec.task.tiou_thresholds, classes=dataset.classes,
                                 remove_duplicate_gt=eval_cfg.remove_duplicate_gt,
-                                allow_zero_length_gt=True)
+                                allow_zero_length_gt=True,
+                                fit_ground_truth=dataset.policy.segments_past_duration == "clamp")
     metrics = result.to_dict()
     if sed_extras:
         from uniav.evaluation.sed import sed_extras as compute_sed_extras
@@ -143,7 +144,18 @@ def load_model_from_weights(path: str | Path, device: torch.device | str = "cpu"
     if metadata.get("format") != "uniav-weights-v1" or "model_spec" not in metadata:
         raise InputError("not a weights file written by `uniav train` or `uniav import-checkpoint`",
                          file=path, field="metadata")
-    model = UniAV(ModelSpec.from_dict(metadata["model_spec"]))
+    try:
+        spec = ModelSpec.from_dict(metadata["model_spec"])
+        model = UniAV(spec)
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"the stored model spec is malformed ({exc})", file=path,
+                         field="metadata.model_spec") from None
+    for key in ("classes", "tasks"):
+        entry = metadata.get(key)
+        missing = [t for t in spec.tasks if not isinstance(entry, dict) or t not in entry]
+        if missing:
+            raise InputError(f"no {key} recorded for task(s) {', '.join(missing)}", file=path,
+                             field=f"metadata.{key}")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -161,12 +173,60 @@ def evaluation_settings(config: Config, experiment: str) -> dict[str, Any]:
             "protocol": config.protocol}
 
 
+#: The ``experiment`` that :mod:`uniav.engine.importer` records in imported weights (they were
+#: not trained for any experiment of this configuration, so any may evaluate them).
+IMPORTED_EXPERIMENT = "released-import"
+
+
+def check_evaluate_paths(config: Config, experiment: str, *, config_path: str | Path | None,
+                         weights: str | Path, predictions_dir: str | Path,
+                         metrics_path: str | Path) -> None:
+    """Refuse an ``uniav evaluate`` whose outputs would replace one of its inputs (the weights,
+    the configuration, a task's annotations) or one another.
+
+    Raises:
+        InputError: naming the output and the input it would overwrite.
+    """
+    resolved = config.experiment(experiment)
+    inputs: dict[str, str | Path | None] = {"--weights": weights, "--config": config_path}
+    for task in resolved.tasks:
+        inputs[f"annotations of task {task}"] = resolved.specs[task].data.annotations
+    predictions = {f"--predictions-dir ({task}.json)": Path(predictions_dir) / f"{task}.json"
+                   for task in resolved.tasks}
+    refuse_output_over_input({"--metrics": metrics_path}, {**inputs, **predictions})
+    refuse_output_over_input(predictions, inputs)
+
+
+def check_weights_experiment(metadata: dict[str, Any], experiment: str, weights: str | Path,
+                             allow_other_experiment: bool) -> None:
+    """Refuse weights that ``uniav train`` wrote for another experiment unless allowed.
+
+    Raises:
+        InputError: naming the weights file, the field and both experiments.
+    """
+    trained_for = metadata.get("experiment")
+    if trained_for in (experiment, IMPORTED_EXPERIMENT):
+        return
+    if not allow_other_experiment:
+        raise InputError(f"the weights were trained for experiment {trained_for!r}, not "
+                         f"{experiment!r}: their metrics would carry the wrong name "
+                         f"(--allow-other-experiment evaluates them anyway)", file=weights,
+                         field="experiment")
+    LOGGER.warning("%s: weights of experiment %r evaluated as experiment %r "
+                   "(--allow-other-experiment)", weights, trained_for, experiment)
+
+
 def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
                         predictions_dir: str | Path, metrics_path: str | Path,
                         split: str = "test", threads: int | None = None,
-                        tracker: Tracker | None = None, progress: bool = True) -> dict[str, Any]:
+                        tracker: Tracker | None = None, progress: bool = True,
+                        allow_other_experiment: bool = False) -> dict[str, Any]:
     """``uniav evaluate``: run exported weights over a split of every task of the experiment,
     write ``<predictions_dir>/<task>.json`` and the metrics JSON.
+
+    Weights written by ``uniav train`` for another experiment are refused unless
+    ``allow_other_experiment``; the metrics record the weights' own experiment
+    (``weights_experiment``) and configuration hash (``weights_config_hash``).
 
     Returns:
         The metrics summary that was written.
@@ -180,9 +240,11 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
     resolved = config.experiment(experiment)
     device = resolve_device(resolved.train.device)
     model, metadata = load_model_from_weights(weights, device)
+    check_weights_experiment(metadata, experiment, weights, allow_other_experiment)
     summary: dict[str, Any] = {"experiment": experiment, "split": split,
                                "benchmark": config.benchmark, "protocol": config.protocol,
                                "weights": str(weights),
+                               "weights_experiment": metadata.get("experiment"),
                                "weights_config_hash": metadata.get("config_hash"),
                                "eval": to_plain(config.eval), "tasks": {}, "data_report": {}}
     predictions_dir = Path(predictions_dir)

@@ -19,7 +19,7 @@ import torch
 from uniav.config import DatasetTaskConfig, EvalConfig, FeaturesConfig, TaskConfig, parse
 from uniav.data.batching import VideoItem, collate, padded_length, task_inputs
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json, refuse_output_over_input
 from uniav.grid import TimeGrid
 
 LOGGER = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
     Args:
         video: the media file.
         weights: ``model.safetensors`` written by ``uniav train``.
-        output_dir: where ``<video stem>.uniav.json`` and ``.png`` go (default: beside the video).
+        output_dir: where ``<video file name>.uniav.json`` and ``.png`` go (default: beside
+            the video); see :func:`prediction_paths`.
         tasks: tasks to run (default: all the model has).
         min_score: drop detections below this score.
         top_k: keep at most this many detections per task.
@@ -50,6 +51,9 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
     video = Path(video)
     if not video.exists():
         raise InputError("video not found", file=video)
+    json_path, figure_path = prediction_paths(video, output_dir)
+    refuse_output_over_input({"the JSON output": json_path, "the figure output": figure_path},
+                             {"the video": video, "--weights": weights})
     model, metadata = load_model_from_weights(weights)
     eval_cfg = parse(EvalConfig, metadata.get("eval", {}), "eval")
     features_cfg = parse(FeaturesConfig, metadata.get("features_config", {}), "features")
@@ -91,10 +95,6 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
         found = detections_of_batch(output, batch.videos, task_cfg, eval_cfg,
                                     metadata["classes"][task], task_cfg.class_aware)[0]
         detections[task] = [d for d in found if d["score"] >= min_score][:top_k]
-    output_dir = Path(output_dir) if output_dir else video.parent
-    stem = video.stem
-    json_path = output_dir / f"{stem}.uniav.json"
-    figure_path = output_dir / f"{stem}.uniav.png"
     atomic_write_json(json_path, {
         "video": str(video), "duration": round(duration, 3), "weights": str(weights),
         "experiment": metadata.get("experiment"), "min_score": min_score,
@@ -103,6 +103,16 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
                   for task, found in detections.items()}})
     plot_timeline(figure_path, detections, duration, title=video.name)
     return {"json": json_path, "figure": figure_path, "detections": detections}
+
+
+def prediction_paths(video: str | Path, output_dir: str | Path | None = None
+                     ) -> tuple[Path, Path]:
+    """Where ``uniav predict`` writes for ``video``: ``<output_dir>/<file name>.uniav.json`` and
+    ``.uniav.png``, the whole file name kept (``x.mp4`` -> ``x.mp4.uniav.json``) so that ``x.mp4``
+    and ``x.mkv`` predicted into one directory never overwrite each other's results."""
+    video = Path(video)
+    directory = Path(output_dir) if output_dir else video.parent
+    return directory / f"{video.name}.uniav.json", directory / f"{video.name}.uniav.png"
 
 
 TASK_TITLES = {"tal": "visual actions (TAL)", "sed": "sound events (SED)",

@@ -45,7 +45,7 @@ from uniav.engine.stepper import StepResult, TrainingStep
 from uniav.engine.training_data import (build_model_spec, configure_torch, load_task_data,
                                          training_settings)
 from uniav.errors import InputError
-from uniav.fileio import atomic_path, atomic_write_json
+from uniav.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 from uniav.model import UniAV
 from uniav.tracking import NullTracker, Tracker
 
@@ -318,6 +318,8 @@ class Trainer:
         """
         from tqdm import tqdm
 
+        if self.context.is_main:  # what a killed save left (.iter_*.pt.XXXXXXXX.tmp, ...)
+            remove_stale_temporaries(self.work_dir)
         self.resume()
         train_cfg = self.experiment.train
         self.tracker.log_params({"experiment": self.experiment.to_dict(),

@@ -16,19 +16,10 @@ sed_scores_eval are imported when the command runs).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise argparse.ArgumentTypeError(f"tIoU thresholds must lie in (0, 1], got {text}")
-    return value
+from uniav.argtypes import tiou_threshold
 
 
 def score(args: argparse.Namespace) -> int:
@@ -36,8 +27,11 @@ def score(args: argparse.Namespace) -> int:
     from uniav.data.annotations import load_annotations
     from uniav.evaluation.detection import evaluate_detection
     from uniav.evaluation.predictions import load_predictions
-    from uniav.fileio import atomic_write_json
+    from uniav.fileio import atomic_write_json, refuse_output_over_input
 
+    refuse_output_over_input({"--output": args.output},
+                             {"--ground-truth": args.ground_truth,
+                              "--predictions": args.predictions})
     database = load_annotations(args.ground_truth)
     videos = database.subset(args.subset)
     predictions = load_predictions(args.predictions)
@@ -67,6 +61,10 @@ def _print_summary(metrics: dict[str, Any], output: Path) -> None:
     ignored = {reason: n for reason, n in metrics["ignored_predictions"].items() if n}
     if ignored:
         print(f"ignored predictions: {ignored}; unknown labels: {metrics['unknown_labels']}")
+    outside = {what: n for what, n in metrics["outside_video"].items() if n}
+    if outside:
+        print(f"segments outside their video (clipped to it, or ignored when wholly outside): "
+              f"{outside}")
     if metrics["prediction_videos_outside_gt"]:
         print(f"note: {metrics['prediction_videos_outside_gt']} videos with predictions are not "
               f"in subset {metrics['subset']!r}; their predictions count as false positives")
@@ -91,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              '"score"}]}}')
     parser.add_argument("--subset", required=True,
                         help="the subset of the ground truth to evaluate (e.g. validation)")
-    parser.add_argument("--tiou", required=True, nargs="+", type=_threshold, metavar="T",
+    parser.add_argument("--tiou", required=True, nargs="+", type=tiou_threshold, metavar="T",
                         help="tIoU thresholds in (0, 1], e.g. 0.5 0.55 ... 0.95")
     parser.add_argument("--output", required=True, type=Path, metavar="OUT.json",
                         help="metrics JSON to write (atomically)")

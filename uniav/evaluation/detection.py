@@ -32,6 +32,13 @@ Documented rules where the official script is undefined or wrong:
   with no instance of its class) is a false positive, as in the official script; the count is
   reported.  If *no* video with detections is among the evaluated videos the input is rejected
   (almost always a wrong subset or a ``v_`` id-prefix mismatch).
+* **Segments outside the video** follow one rule for ground truth and predictions alike
+  (:func:`~uniav.data.annotations.fit_to_video`): clipped to ``[0, duration]`` (counted,
+  ``outside_video["ground_truth_clipped"]`` - including the clamping done when the annotation
+  file was read - and ``["predictions_clipped"]``); a segment with nothing left inside its video
+  is ignored (``["ground_truth_ignored"]``, ``["predictions_ignored"]``).  Predictions on videos
+  outside the evaluated set have no duration and are left as they are (false positives).  Valid
+  input (every segment inside its video) is scored exactly as by the official script.
 * **Duplicate ground truth** (same label, both bounds within ``duplicate_tolerance``) is removed
   only when asked (``remove_duplicate_gt=True``, UniAV/ActionFormer parity); the number removed
   is reported.
@@ -52,7 +59,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from uniav.data.annotations import AnnotationDB, VideoAnnotation, duplicate_mask
+from uniav.data.annotations import AnnotationDB, VideoAnnotation, duplicate_mask, fit_to_video
 from uniav.errors import InputError
 from uniav.evaluation.predictions import Predictions
 
@@ -86,6 +93,9 @@ class DetectionResult:
         video_ids: the evaluated videos.
         classes_without_gt: listed classes with no ground truth in the evaluated videos (not
             part of the mean).
+        outside_video: segments sticking out of their video (see the module docs):
+            ``ground_truth_clipped``, ``ground_truth_ignored``, ``predictions_clipped``,
+            ``predictions_ignored``.
     """
 
     thresholds: tuple[float, ...]
@@ -103,6 +113,7 @@ class DetectionResult:
     remove_duplicate_gt: bool
     video_ids: tuple[str, ...] = field(repr=False)
     classes_without_gt: tuple[str, ...] = ()
+    outside_video: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics JSON (plain types; AP values are fractions in [0, 1])."""
@@ -122,6 +133,7 @@ class DetectionResult:
             "remove_duplicate_gt": self.remove_duplicate_gt,
             "videos_evaluated": len(self.video_ids),
             "classes_without_gt": list(self.classes_without_gt),
+            "outside_video": dict(self.outside_video),
             "evaluated_video_ids": list(self.video_ids),
             "protocol": ("ActivityNet detection: per-threshold greedy matching with fallback, "
                          "tIoU >= threshold, all-point interpolated AP, mean over classes with "
@@ -209,7 +221,8 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
                        *, thresholds: Iterable[float] = ACTIVITYNET_THRESHOLDS,
                        classes: Sequence[str] | None = None, subset: str | None = None,
                        remove_duplicate_gt: bool = False, duplicate_tolerance: float = 1e-3,
-                       allow_zero_length_gt: bool = False) -> DetectionResult:
+                       allow_zero_length_gt: bool = False, fit_ground_truth: bool = True
+                       ) -> DetectionResult:
     """ActivityNet-protocol detection mAP of predictions against ground truth.
 
     Args:
@@ -227,6 +240,9 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
             prediction can match (their tIoU with any positive-length segment is 0) - what the
             released evaluator does with the zero-length segments of the real ActivityNet file;
             by default they are an error.
+        fit_ground_truth: apply the rule for segments outside their video to the ground truth
+            too (clip; ignore when nothing is left inside); ``False`` keeps it as read (the
+            released evaluator, with ``data.segments_past_duration: keep``).
 
     Returns:
         The :class:`DetectionResult`.
@@ -243,7 +259,19 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
     if len(class_position) != len(classes):
         raise ValueError("the class list has repeated names")
     gt = ground_truth_arrays(videos, class_position, remove_duplicate_gt, duplicate_tolerance,
-                              allow_zero_length_gt)
+                             allow_zero_length_gt)
+    durations = np.asarray([video.duration for video in videos], dtype=np.float64)
+    if fit_ground_truth:
+        gt_segments, gt_clipped, gt_outside = fit_to_video(gt.segments, durations[gt.videos])
+        if allow_zero_length_gt:  # a zero-length instance inside the video stays (unmatchable)
+            inside = (gt.segments[:, 0] >= 0) & (gt.segments[:, 1] <= durations[gt.videos])
+            gt_outside &= ~((gt.segments[:, 1] == gt.segments[:, 0]) & inside)
+    else:  # kept as the annotation file has them (the released evaluator does not clip)
+        gt_segments = gt.segments
+        gt_clipped = gt_outside = np.zeros(len(gt.segments), dtype=bool)
+    gt = GroundTruthArrays(videos=gt.videos[~gt_outside], classes=gt.classes[~gt_outside],
+                           segments=gt_segments[~gt_outside],
+                           duplicates_removed=gt.duplicates_removed)
     if gt.classes.size == 0:
         raise InputError(f"the {len(videos)} evaluated videos have no ground-truth instance; "
                          f"mAP is undefined", field="annotations")
@@ -258,10 +286,20 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
     pred_video = pred_video_of_id[predictions.video_index]  # (N,) -1: not evaluated
     pred_class = pred_class_of_label[predictions.label_index]  # (N,) -1: unknown label
     _check_video_overlap(predictions, pred_video_of_id)
+    evaluated_video = pred_video >= 0
+    pred_segments = predictions.segments.copy()
+    fitted, pred_clipped, pred_outside = fit_to_video(pred_segments[evaluated_video],
+                                                      durations[pred_video[evaluated_video]])
+    pred_segments[evaluated_video] = fitted
+    outside_video = np.zeros(len(predictions), dtype=bool)
+    outside_video[evaluated_video] = pred_outside
+    clipped = np.zeros(len(predictions), dtype=bool)
+    clipped[evaluated_video] = pred_clipped
 
     npos = np.bincount(gt.classes, minlength=num_classes)  # (K,) instances per class
     known = pred_class >= 0
-    scored = known & (npos[np.maximum(pred_class, 0)] > 0)
+    with_gt_class = known & (npos[np.maximum(pred_class, 0)] > 0)
+    scored = with_gt_class & ~outside_video
     unknown_counts = np.bincount(predictions.label_index[~known],
                                  minlength=len(predictions.label_names))
     unknown_labels = {predictions.label_names[i]: int(c) for i, c in enumerate(unknown_counts)
@@ -274,7 +312,7 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
                                             minlength=len(predictions.video_ids)) > 0))
 
     rows = np.flatnonzero(scored)
-    true_positive = _match(gt, pred_video[rows], pred_class[rows], predictions.segments[rows],
+    true_positive = _match(gt, pred_video[rows], pred_class[rows], pred_segments[rows],
                            predictions.scores[rows], rows, thresholds_array, num_classes)
     ap = _average_precision(pred_class[rows], predictions.scores[rows], rows, true_positive,
                             npos, thresholds_array.size)  # (K, T)
@@ -289,7 +327,8 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
         num_predictions=len(predictions),
         num_scored_predictions=int(rows.size),
         ignored_predictions={"unknown_label": int(np.count_nonzero(~known)),
-                             "class_without_ground_truth": int(np.count_nonzero(known & ~scored))},
+                             "class_without_ground_truth": int(np.count_nonzero(
+                                 known & ~with_gt_class))},
         unknown_labels=unknown_labels,
         predictions_on_videos_without_gt=on_videos_without_gt,
         prediction_videos_outside_gt=int(outside.size),
@@ -298,6 +337,12 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
         remove_duplicate_gt=remove_duplicate_gt,
         video_ids=tuple(video.video_id for video in videos),
         classes_without_gt=tuple(classes[k] for k in np.flatnonzero(npos == 0)),
+        outside_video={
+            "ground_truth_clipped": int(np.count_nonzero(gt_clipped))
+                                    + sum(video.clipped for video in videos),
+            "ground_truth_ignored": int(np.count_nonzero(gt_outside)),
+            "predictions_clipped": int(np.count_nonzero(clipped & with_gt_class)),
+            "predictions_ignored": int(np.count_nonzero(outside_video & with_gt_class))},
     )
 
 

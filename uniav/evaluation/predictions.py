@@ -9,6 +9,10 @@ Validation (each failure is an :class:`~uniav.errors.InputError` naming the file
 the field, e.g. ``detections[3].segment``): every detection is an object with a ``segment`` of two
 finite numbers with ``t1 > t0`` (reversed and zero-length segments are rejected - the official
 script silently scores them as matches), a string ``label`` and a finite numeric ``score``.
+Booleans are not numbers here (``"score": true`` is refused as ``"label": 3`` is), and a video id
+given twice in ``results`` is refused by the JSON reader (:func:`uniav.fileio.load_json_file`).
+Segments sticking out of their video are the evaluation's business (clipped or ignored, and
+counted: :mod:`uniav.evaluation.detection`).
 Labels are *not* checked against a class list here: unknown labels are counted and reported by
 the evaluator, never remapped.
 
@@ -120,7 +124,8 @@ class Predictions:
         video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
         segment_array = _numeric(segments, (len(segments), 2))
         score_array = _numeric(scores, (len(scores),))
-        if segment_array is None or score_array is None:
+        if (segment_array is None or score_array is None or _any_bool(scores)
+                or _any_bool(value for segment in segments for value in segment)):
             _locate_from_flat(results, video_ids, counts, file)
         if not all(type(label) is str for label in labels):
             _locate_from_flat(results, video_ids, counts, file)
@@ -151,6 +156,9 @@ class Predictions:
         video_ids, counts = [], []
         segment_parts, score_parts, label_parts = [], [], []
         for video, (segments, scores, labels) in per_video.items():
+            for name, values in (("segments", segments), ("scores", scores)):
+                if np.asarray(values).dtype == bool:
+                    raise InputError("booleans are not numbers", video=video, field=name)
             segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             labels = np.asarray(labels).reshape(-1)
@@ -277,6 +285,11 @@ def _locate_malformed(video: str, detections: list[Any], file: str | Path | None
         if not isinstance(detection["label"], str):
             raise InputError(f"expected a class name (string), got {detection['label']!r}",
                              file=file, video=video, field=f"{where}.label")
+
+
+def _any_bool(values: Any) -> bool:
+    """Whether any of ``values`` is a boolean (numpy would take ``True`` for 1.0)."""
+    return any(type(value) is bool for value in values)
 
 
 def _is_number(value: Any) -> bool:

@@ -137,14 +137,17 @@ def read_released_checkpoint(path: str | Path, use_ema: bool = True) -> dict[str
     except FileNotFoundError:
         raise InputError("checkpoint not found", file=path) from None
     except Exception as exc:  # truncated zip, empty file, refused pickle
-        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {exc or 'empty file'})",
+        detail = str(exc).splitlines()[0] if str(exc) else "empty file"
+        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {detail})",
                          file=path) from None
     if not isinstance(checkpoint, dict):
         raise InputError("expected a dict checkpoint", file=path)
     for key in (("state_dict_ema", "state_dict") if use_ema else ("state_dict",)):
         if key in checkpoint and isinstance(checkpoint[key], dict):
+            check_finite(checkpoint[key], file=path, prefix=f"{key}.")
             return checkpoint[key]
     if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        check_finite(checkpoint, file=path, prefix="")
         return checkpoint  # a bare state dict
     raise InputError("no 'state_dict_ema' or 'state_dict' in the checkpoint", file=path,
                      field="state_dict")
@@ -172,6 +175,8 @@ def load_released_model(checkpoint: str | Path | Mapping[str, torch.Tensor], spe
     released = (read_released_checkpoint(checkpoint, use_ema)
                 if isinstance(checkpoint, (str, Path)) else checkpoint)
     where = checkpoint if isinstance(checkpoint, (str, Path)) else None
+    if where is None:  # read_released_checkpoint checked a file's weights already
+        check_finite(released)
     model = UniAV(spec)
     state = convert_state_dict(released, task_keys)
     own = model.state_dict()
@@ -193,6 +198,25 @@ def load_released_model(checkpoint: str | Path | Mapping[str, torch.Tensor], spe
             raise InputError(f"no prompt embeddings for task {task!r}", field="prompts")
         model.set_text_embeddings(task, torch.as_tensor(text_embeddings[task], dtype=torch.float32))
     return model.eval()
+
+
+def check_finite(state: Mapping[str, Any], *, file: str | Path | None = None,
+                 prefix: str = "state_dict.") -> None:
+    """Refuse a state dict with NaN or infinite weights (a diverged or corrupted model would
+    otherwise import silently and predict nothing useful).
+
+    Raises:
+        InputError: naming the first offending tensor and how many values are not finite.
+    """
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"parameter {name}: expected a tensor, got {type(tensor).__name__}",
+                             file=file, field=f"{prefix}{name}")
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise InputError(f"parameter {name}: {bad} of {tensor.numel()} values are NaN "
+                                 f"or infinite", file=file, field=f"{prefix}{name}")
 
 
 def infer_released_layout(released: Mapping[str, torch.Tensor],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
+from pathlib import Path
 
+from uniav.argtypes import non_negative_int
 from uniav.config.cli import add_config_arguments, config_from_args
+from uniav.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -20,14 +22,7 @@ def _tracking_init(args: argparse.Namespace) -> int:
         print("tracking disabled (tracking.enabled: false): nothing to do")
         return 0
     uri = resolve_tracking_uri(config.tracking.uri)
-    try:
-        experiment_id = init_store(uri, config.tracking.experiment_name)
-    except Exception as exc:  # mlflow raises MlflowException for an old schema
-        if "out-of-date database schema" not in str(exc).lower():
-            raise
-        LOGGER.info("upgrading the tracking store schema of %s", uri)
-        subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=True)
-        experiment_id = init_store(uri, config.tracking.experiment_name)
+    experiment_id = init_store(uri, config.tracking.experiment_name, upgrade=True)
     print(f"tracking store {uri}: experiment {config.tracking.experiment_name!r} "
           f"(id {experiment_id}) ready")
     return 0
@@ -36,13 +31,18 @@ def _tracking_init(args: argparse.Namespace) -> int:
 def _gpu_slot(args: argparse.Namespace) -> int:
     from uniav.pipeline.gpu import exec_in_gpu_slot
 
-    command = list(args.command)
+    command = list(args.gpu_command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         print("uniav gpu-slot: error: no command given (uniav gpu-slot -- COMMAND ...)",
               file=sys.stderr)
         return 2
+    try:
+        Path(args.lock_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file there, no permission, ...
+        raise InputError(f"cannot use it as the lock directory ({exc.strerror or exc})",
+                         file=args.lock_dir, field="--lock-dir") from None
     exec_in_gpu_slot(command, lock_dir=args.lock_dir, gpus=args.gpus)
     return 0  # pragma: no cover - exec does not return
 
@@ -58,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "holds (local multi-GPU runs)")
     p.add_argument("--lock-dir", default=".snakemake/uniav/gpu-locks",
                    help="directory of the per-GPU lock files (default: %(default)s)")
-    p.add_argument("--gpus", type=int, default=None,
+    p.add_argument("--gpus", type=non_negative_int, default=None,
                    help="number of GPUs (default: count `nvidia-smi -L` lines)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    # dest gpu_command: "command" is the top-level parser's dest for the sub-command's name
+    p.add_argument("gpu_command", metavar="command", nargs=argparse.REMAINDER,
+                   help="-- COMMAND [ARGS...]")
     p.set_defaults(handler=_gpu_slot)

@@ -10,14 +10,13 @@ from then on the entry is verified against it like a pinned one.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from uniav.config import ManifestEntry
 from uniav.errors import ChecksumError, ConfigError, InputError
-from uniav.fileio import atomic_write_json, exclusive_lock
+from uniav.fileio import atomic_write_json, exclusive_lock, parse_json_text
 
 #: Name of the lock file (under the benchmark root) holding hashes pinned on first download.
 LOCK_FILE_NAME = "checksums.lock.json"
@@ -85,10 +84,7 @@ class ChecksumLock:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc}", file=self.path) from None
+        data = parse_json_text(text, file=self.path)  # a name pinned twice is refused
         entries = data.get("entries") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             raise InputError("expected an object with an 'entries' mapping", file=self.path)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
+from uniav.argtypes import non_negative_int, positive_float, positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
-from uniav.errors import ConfigError
+from uniav.errors import ConfigError, InputError
 
 
 def _tasks(args: argparse.Namespace, known: list[str], what: str) -> list[str]:
@@ -81,8 +83,15 @@ def _prompts(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from uniav.prepare.probe import format_table, plot_probe, run_probes
 
+    from uniav.fileio import refuse_output_over_input
+
     config = config_from_args(args)
     tasks = _tasks(args, config.task_names, "")
+    inputs = {"--config": args.config,
+              **{f"annotations of task {task}": config.task_spec(task).data.annotations
+                 for task in tasks}}
+    refuse_output_over_input({"--json": args.json}, {**inputs, "--figure": args.figure})
+    refuse_output_over_input({"--figure": args.figure}, inputs)
     results = run_probes(config, tasks)
     print(format_table(results))
     if args.figure:
@@ -107,6 +116,9 @@ def _download(args: argparse.Namespace) -> int:
         print(f"{args.config}: datasets.paper.manifest is empty: nothing to download")
         return 0
     root = args.root if args.root is not None else paper.root
+    if Path(root).exists() and not Path(root).is_dir():
+        raise InputError("the benchmark root is not a directory", file=root,
+                         field="--root" if args.root is not None else "datasets.paper.root")
     results = download_manifest(
         paper.manifest, root, only=args.only, pin_unknown=args.pin_unknown_checksums,
         retries=args.retries, timeout=args.timeout,
@@ -156,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p)
     _add_task_argument(p, "task to generate")
     p.add_argument("--force", action="store_true", help="regenerate complete outputs too")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="worker processes (default: %(default)s; a rule passes its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_synthesize)
@@ -167,7 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="re-extract videos already stored")
     p.add_argument("--list-encoders", action="store_true",
                    help="print the encoder registry and exit")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="worker processes (default: %(default)s; a rule passes its threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_extract)
@@ -203,9 +215,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="accept entries whose sha256 is null: trust each file on first "
                              "download and record its SHA-256 in <root>/checksums.lock.json, "
                              "against which later runs verify it")
-    parser.add_argument("--retries", type=int, default=5, metavar="N",
+    parser.add_argument("--retries", type=non_negative_int, default=5, metavar="N",
                         help="retries of a failed HTTP transfer (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
                         help="HTTP connect and read timeout (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_download)
@@ -223,7 +235,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Same seed and size: byte-identical files.")
     parser.add_argument("directory", metavar="DIR",
                         help="where to write (created; must be empty unless --force)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                         help="seed of every random draw (default: %(default)s)")
     parser.add_argument("--size", choices=("tiny", "real"), default="tiny",
                         help="tiny: tens of videos per dataset; real: the released video "
@@ -233,7 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="archives: the hand-downloaded files under DIR/downloads/; "
                              "unpacked: the layout `uniav download` leaves (no archives) "
                              "(default: %(default)s)")
-    parser.add_argument("--feature-pool", type=int, default=None, metavar="K",
+    parser.add_argument("--feature-pool", type=positive_int, default=None, metavar="K",
                         help="write only K distinct feature files per dataset, modality and "
                              "length and repeat them (hard links with --layout unpacked)")
     parser.add_argument("--force", action="store_true",

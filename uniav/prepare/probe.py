@@ -18,7 +18,6 @@ after ``uniav extract``.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from uniav.config import Config
 from uniav.data.annotations import VideoAnnotation, load_annotations
 from uniav.data.features import FeatureStore, layout_of
+from uniav.fileio import load_json_file
 from uniav.grid import TimeGrid
 
 #: Probe inputs: name -> which modalities are concatenated.
@@ -80,7 +80,7 @@ def probe_arrays(config: Config, task: str) -> dict[str, dict[str, np.ndarray]]:
     spec = config.task_spec(task)
     data = spec.data
     database = load_annotations(data.annotations)
-    raw = json.loads(Path(data.annotations).read_text(encoding="utf-8"))
+    raw = load_json_file(data.annotations)  # load_annotations above validated it
     store = FeatureStore(data.features, layout_of(data), data.length_tolerance)
     subsets = {"train": {data.subsets.train} | ({data.subsets.validation}
                                                  if data.subsets.validation else set()),

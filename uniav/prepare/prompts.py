@@ -22,7 +22,6 @@ naming the file and both counts.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -154,10 +153,7 @@ def load_prompt_embeddings(path_npy: str | Path, classes: list[str]) -> np.ndarr
     embeddings = _validate(_load_npy(path), list(classes), path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        try:
-            recorded = json.loads(sidecar.read_text(encoding="utf-8")).get("classes")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            recorded = None
+        recorded = (read_json_object(sidecar) or {}).get("classes")
         if isinstance(recorded, list) and recorded != list(classes):
             raise InputError(f"the prompts were made for classes {recorded} but the dataset has "
                              f"{list(classes)}", file=sidecar, field="classes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from uniav.argtypes import positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
 
 def _tables(args: argparse.Namespace) -> int:
@@ -56,5 +57,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions-dir", default="results/predictions",
                    help="directory of <experiment>/<task>.json (default: %(default)s)")
     p.add_argument("--output-dir", default="results/figures", help="default: %(default)s")
-    p.add_argument("--videos", type=int, default=3, help="test videos per timeline figure")
+    p.add_argument("--videos", type=positive_int, default=3, help="test videos per timeline figure")
     p.set_defaults(handler=_figures)

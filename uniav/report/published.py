@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from uniav.errors import InputError
+from uniav.fileio import load_yaml_file
 from uniav.report.metrics import TOLERANCE
 from uniav.report.table_data import MISSING, Column, Row, Table
 
@@ -90,12 +90,8 @@ def load_published(path: str | Path) -> Published:
         InputError: naming the file and field on any problem.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("published-numbers file not found (tables.published)", file=path) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=path) from None
+    data = load_yaml_file(path, missing="published-numbers file not found (tables.published)",
+                          error=lambda message: InputError(message, file=path))
     if not isinstance(data, dict):
         raise InputError("expected a mapping", file=path)
     unknown = set(data) - {"source", "unit", "tables"}
