@@ -334,7 +334,7 @@ def write_figures(config: Config, *, metrics_dir: str | Path, models_dir: str | 
     Returns:
         The written paths.
     """
-    from uniav.data.annotations import load_annotations
+    from uniav.data.annotations import load_annotations_under
 
     out = Path(output_dir)
     written: list[Path] = []
@@ -350,7 +350,7 @@ def write_figures(config: Config, *, metrics_dir: str | Path, models_dir: str | 
                   for label, e in sources]
         written.append(plot_per_class_ap(task, series, out / "per_class_ap" / f"{task}.png"))
         spec = config.task_spec(task)
-        database = load_annotations(spec.data.annotations)
+        database = load_annotations_under(spec.data.annotations, config.data)
         videos = pick_videos(database.subset(spec.data.subsets.test), videos_per_task)
         predictions = [(label, read_predictions(Path(predictions_dir) / e / f"{task}.json"))
                        for label, e in sources]
