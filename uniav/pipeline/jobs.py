@@ -116,6 +116,18 @@ class JobPlan:
             return canonical(figures_settings(config))
         raise KeyError(f"no job {job!r} in the plan")
 
+    def train_processes(self, experiment: str) -> int:
+        """Processes (GPUs) of an experiment's training job (``train.processes``)."""
+        return self.config.experiment(experiment).train.processes
+
+    def train_launcher(self, experiment: str) -> str:
+        """How the training job starts ``uniav``: directly, or under ``torchrun`` with one
+        process per GPU (``train.processes`` > 1)."""
+        processes = self.train_processes(experiment)
+        if processes == 1:
+            return "uniav"
+        return f"torchrun --standalone --nproc_per_node {processes} -m uniav"
+
     def checkpoint_dir(self, experiment: str) -> str:
         """Resumable checkpoints of a training job: ``work/checkpoints/<experiment>/<hash>``.
 

@@ -106,6 +106,14 @@ def checkpoint_dir(wildcards):
     return PLAN.checkpoint_dir(wildcards.experiment)
 
 
+def train_launcher(wildcards):
+    return PLAN.train_launcher(wildcards.experiment)
+
+
+def train_gpus(wildcards):
+    return PLAN.train_processes(wildcards.experiment)
+
+
 def prompts_dir_param(wildcards, input):
     """The prompts directory (derived: its files are inputs already)."""
     return PLAN.prompts_dir()
