@@ -30,6 +30,13 @@ from uniav.errors import ConfigError
 #: The tables' file formats.
 TABLE_FORMATS = ("md", "csv", "tex")
 
+#: Where ``uniav evaluate`` writes ``<experiment>.json`` (one DVC output of the evaluate stage).
+METRICS_DIR = "results/metrics/experiments"
+
+#: The flat DVC metrics file ``uniav tables`` writes beside it (an output of the tables stage;
+#: DVC refuses an output inside another stage's output directory, hence the two places).
+SUMMARY_FILE = "results/metrics/summary.json"
+
 
 def canonical(data: Any) -> str:
     """Canonical JSON of plain data or dataclasses (a job's ``settings`` parameter)."""
@@ -231,7 +238,12 @@ class JobPlan:
 
     def metrics_files(self) -> list[str]:
         """Every experiment's metrics JSON."""
-        return [f"results/metrics/{name}.json" for name in self.experiments()]
+        return [self.metrics_file(name) for name in self.experiments()]
+
+    @staticmethod
+    def metrics_file(experiment: str) -> str:
+        """The metrics JSON of one experiment."""
+        return f"{METRICS_DIR}/{experiment}.json"
 
     def prediction_dirs(self) -> list[str]:
         """Every experiment's predictions directory."""
@@ -292,7 +304,7 @@ class JobPlan:
         """The metrics of every experiment a table row uses (and the published file, if any)."""
         from uniav.report.tables import table_experiments
 
-        inputs: dict[str, Any] = {"metrics": [f"results/metrics/{name}.json"
+        inputs: dict[str, Any] = {"metrics": [self.metrics_file(name)
                                               for name in table_experiments(self.config)]}
         if self.published_file():
             inputs["published"] = self.published_file()
@@ -306,6 +318,6 @@ class JobPlan:
         tasks = main_table_tasks(self.config)
         shown = sorted({e for t in tasks for _, e in main_table_sources(self.config, t)})
         return {"training": [f"results/models/{name}/training.json" for name in self.experiments()],
-                "metrics": [f"results/metrics/{name}.json" for name in shown],
+                "metrics": [self.metrics_file(name) for name in shown],
                 "predictions": [f"results/predictions/{name}" for name in shown],
                 "annotations": [self.annotations_of(task) for task in tasks]}

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from uniav.errors import UniAVError
 from uniav.pipeline.effective import with_command_line, write_effective_config
-from uniav.pipeline.jobs import JobPlan, constraint_of
+from uniav.pipeline.jobs import METRICS_DIR, SUMMARY_FILE, JobPlan, constraint_of
 
 #: The conda environment every job runs in (relative to the rule files).
 UNIAV_ENV = "../envs/uniav.yaml"
