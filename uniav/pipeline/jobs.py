@@ -37,6 +37,15 @@ METRICS_DIR = "results/metrics/experiments"
 #: DVC refuses an output inside another stage's output directory, hence the two places).
 SUMMARY_FILE = "results/metrics/summary.json"
 
+#: The phases of the pipeline in order: ``(phase, Snakemake target rule, the rules whose jobs the
+#: phase runs)``.  Each phase is one DVC stage of the same name (dvc.yaml) running the target
+#: rule; every rule that produces files belongs to exactly one phase.
+PHASES = (("data", "data_all", ("synthesize", "download", "download_unpacked")),
+          ("features", "features_all", ("extract_features", "prompts")),
+          ("train", "train_all", ("train",)),
+          ("evaluate", "evaluate_all", ("evaluate",)),
+          ("tables", "reproduce_tables", ("tables", "figures")))
+
 
 def canonical(data: Any) -> str:
     """Canonical JSON of plain data or dataclasses (a job's ``settings`` parameter)."""
@@ -267,6 +276,15 @@ class JobPlan:
         from uniav.report.figures import figure_paths
 
         return [str(path) for path in figure_paths(self.config, "results/figures")]
+
+    def phase_outputs(self) -> dict[str, list[str]]:
+        """What the jobs of each phase of :data:`PHASES` write (files and directories)."""
+        return {"data": self.data_targets(),
+                "features": self.feature_targets(),
+                "train": self.model_files(),
+                "evaluate": self.metrics_files() + self.prediction_dirs(),
+                "tables": (self.table_files() + self.table_sidecars() + [SUMMARY_FILE]
+                           + self.figure_files())}
 
     # ---- inputs ----------------------------------------------------------------------------
 
