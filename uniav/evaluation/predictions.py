@@ -16,20 +16,29 @@ counted: :mod:`uniav.evaluation.detection`).
 Labels are *not* checked against a class list here: unknown labels are counted and reported by
 the evaluator, never remapped.
 
-Checks run vectorised over all detections; only when one fails is the offending detection
-located one by one, so loading an ActivityNet-sized file costs little more than parsing it.
+Checks run vectorised over all detections (the structure with C loops over the columns, the
+values with numpy); only when one fails is the offending detection located one by one, so
+loading an ActivityNet-sized file costs little more than parsing it.  The file is parsed by the
+fast reader of :mod:`uniav.fileio`, whose result is used only when the census of the validated
+detections proves it is what the strict reader gives (no key given twice, ...); otherwise the
+strict reader decides, result or error, exactly as for any JSON input.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.fileio import load_json_file
+from uniav.fileio import FAST_JSON_LARGE, JsonCensus, json_census, read_json_document
+
+#: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
+_Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,38 +109,14 @@ class Predictions:
         if not isinstance(results, Mapping):
             raise InputError(f"'results' must map video ids to lists of detections, got "
                              f"{type(results).__name__}", file=file, field="results")
-        video_ids, counts = [], []
-        segments: list[Any] = []
-        scores: list[Any] = []
-        labels: list[Any] = []
-        for video, detections in results.items():
-            if not isinstance(video, str):
-                raise InputError(f"video ids must be strings, got {video!r}", file=file,
-                                 field="results")
-            if not isinstance(detections, list):
-                raise InputError(f"expected a list of detections, got "
-                                 f"{type(detections).__name__}", file=file, video=video,
-                                 field="detections")
-            try:
-                segments.extend([d["segment"] for d in detections])
-                scores.extend([d["score"] for d in detections])
-                labels.extend([d["label"] for d in detections])
-            except (KeyError, TypeError):
-                _locate_malformed(video, detections, file)
-                raise  # pragma: no cover - _locate_malformed always raises here
-            video_ids.append(video)
-            counts.append(len(detections))
+        columns = _plain_columns(results)
+        if columns is None:  # something unusual, maybe wrong: one by one, naming the first fault
+            columns = _columns_one_by_one(results, file)
+        video_ids, counts, segment_array, score_array, labels = columns
         video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
-        segment_array = _numeric(segments, (len(segments), 2))
-        score_array = _numeric(scores, (len(scores),))
-        if (segment_array is None or score_array is None or _any_bool(scores)
-                or _any_bool(value for segment in segments for value in segment)):
-            _locate_from_flat(results, video_ids, counts, file)
-        if not all(type(label) is str for label in labels):
-            _locate_from_flat(results, video_ids, counts, file)
         label_names = tuple(dict.fromkeys(labels))
         lookup = {name: i for i, name in enumerate(label_names)}
-        label_index = np.fromiter((lookup[label] for label in labels), dtype=np.int64,
+        label_index = np.fromiter(map(lookup.__getitem__, labels), dtype=np.int64,
                                   count=len(labels))
         return cls._checked(tuple(video_ids), video_index, segment_array, score_array,
                             label_names, label_index, file=file)
@@ -227,6 +212,10 @@ class Predictions:
 def load_predictions(path: str | Path) -> Predictions:
     """Read and validate an ActivityNet results JSON file.
 
+    The file is parsed by the fast reader (:func:`uniav.fileio.read_json_document`); its result
+    is used when the census of the validated detections proves it is the strict reader's (no
+    key given twice, ...), else the strict reader decides - as it does for any JSON input.
+
     Args:
         path: the file (``{"results": {video: [{"segment", "label", "score"}, ...]}}``).
 
@@ -234,14 +223,120 @@ def load_predictions(path: str | Path) -> Predictions:
         The :class:`Predictions`.
 
     Raises:
-        InputError: missing file, invalid JSON, no ``results`` mapping, a malformed detection.
+        InputError: missing file, invalid JSON (a duplicate key, absurd nesting, ...), no
+            ``results`` mapping, a malformed detection.
     """
     path = Path(path)
-    data = load_json_file(path, missing="predictions file not found")
+    document = read_json_document(path, missing="predictions file not found")
+    if document.parsed:
+        try:
+            predictions = _from_file_content(document.value, path)
+        except InputError:
+            if document.faithful(json_census(document.value)):
+                raise  # the strict reader would read the same content: the same error
+        else:
+            if document.faithful(_census(document.value, predictions)):
+                return predictions
+    return _from_file_content(document.strict(), path)
+
+
+def _from_file_content(data: Any, path: Path) -> Predictions:
     if not isinstance(data, dict) or "results" not in data:
         raise InputError("expected a JSON object with a 'results' mapping (ActivityNet results "
                          "format)", file=path, field="results")
     return Predictions.from_results(data["results"], file=path)
+
+
+def _census(data: dict[str, Any], predictions: Predictions) -> JsonCensus:
+    """A lower bound of the :class:`JsonCensus` of a results file, from what was validated.
+
+    Each detection is an object holding at least ``segment``, ``label`` and ``score`` (three
+    pairs, no ``:`` in these keys); the ``:`` of the video ids and labels are counted; the
+    other top-level values are walked.  Anything else in the file (another key in a detection,
+    ...) makes the count fall short, and then the strict reader decides.
+    """
+    rest = json_census({key: value for key, value in data.items() if key != "results"})
+    frequency = np.bincount(predictions.label_index, minlength=len(predictions.label_names))
+    colons = "".join(predictions.video_ids).count(":") + sum(
+        name.count(":") * int(n) for name, n in zip(predictions.label_names, frequency)
+        if ":" in name)
+    large = bool(len(predictions)) and bool(
+        np.abs(predictions.segments).max() >= FAST_JSON_LARGE
+        or np.abs(predictions.scores).max() >= FAST_JSON_LARGE)
+    return rest + JsonCensus(pairs=1 + len(predictions.video_ids) + 3 * len(predictions),
+                             colons=colons, depth=6 if len(predictions) else 3,
+                             large_float=large)
+
+
+def _plain_columns(results: Mapping[str, Any]) -> _Columns | None:
+    """The columns of results in the plain layout, checked by C loops; None for anything else.
+
+    Plain: string video ids, lists of dict detections holding ``segment`` (a list of two int or
+    float numbers), ``label`` (a string) and ``score`` (an int or float).  Whatever passes here
+    gives exactly what :func:`_columns_one_by_one` gives.
+    """
+    video_ids = list(results)
+    per_video = list(results.values())
+    if set(map(type, video_ids)) - {str} or set(map(type, per_video)) - {list}:
+        return None
+    detections = list(chain.from_iterable(per_video))
+    if not detections or set(map(type, detections)) != {dict}:
+        return None
+    try:
+        segments = list(map(itemgetter("segment"), detections))
+        labels = list(map(itemgetter("label"), detections))
+        scores = list(map(itemgetter("score"), detections))
+    except KeyError:
+        return None
+    if (set(map(type, segments)) != {list} or set(map(len, segments)) != {2}
+            or set(map(type, labels)) != {str}):
+        return None
+    bound_types = set(map(type, chain.from_iterable(segments)))
+    score_types = set(map(type, scores))
+    if not (bound_types <= {float, int} and score_types <= {float, int}):
+        return None  # booleans, strings, null, ...: one by one
+    n = len(detections)
+    segment_array = (np.array(list(chain.from_iterable(segments)), dtype=np.float64)
+                     .reshape(n, 2) if bound_types == {float}
+                     else _numeric(segments, (n, 2)))
+    score_array = (np.array(scores, dtype=np.float64) if score_types == {float}
+                   else _numeric(scores, (n,)))
+    if segment_array is None or score_array is None:
+        return None
+    return video_ids, list(map(len, per_video)), segment_array, score_array, labels
+
+
+def _columns_one_by_one(results: Mapping[str, Any], file: str | Path | None) -> _Columns:
+    """The columns of results, detection by detection; raises for the first malformed one."""
+    video_ids, counts = [], []
+    segments: list[Any] = []
+    scores: list[Any] = []
+    labels: list[Any] = []
+    for video, detections in results.items():
+        if not isinstance(video, str):
+            raise InputError(f"video ids must be strings, got {video!r}", file=file,
+                             field="results")
+        if not isinstance(detections, list):
+            raise InputError(f"expected a list of detections, got "
+                             f"{type(detections).__name__}", file=file, video=video,
+                             field="detections")
+        try:
+            segments.extend([d["segment"] for d in detections])
+            scores.extend([d["score"] for d in detections])
+            labels.extend([d["label"] for d in detections])
+        except (KeyError, TypeError):
+            _locate_malformed(video, detections, file)
+            raise  # pragma: no cover - _locate_malformed always raises here
+        video_ids.append(video)
+        counts.append(len(detections))
+    segment_array = _numeric(segments, (len(segments), 2))
+    score_array = _numeric(scores, (len(scores),))
+    if (segment_array is None or score_array is None or _any_bool(scores)
+            or _any_bool(chain.from_iterable(segments))):
+        _locate_from_flat(results, video_ids, counts, file)
+    if set(map(type, labels)) - {str}:
+        _locate_from_flat(results, video_ids, counts, file)
+    return video_ids, counts, segment_array, score_array, labels
 
 
 def _numeric(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
@@ -287,9 +382,9 @@ def _locate_malformed(video: str, detections: list[Any], file: str | Path | None
                              file=file, video=video, field=f"{where}.label")
 
 
-def _any_bool(values: Any) -> bool:
+def _any_bool(values: Iterable[Any]) -> bool:
     """Whether any of ``values`` is a boolean (numpy would take ``True`` for 1.0)."""
-    return any(type(value) is bool for value in values)
+    return bool in set(map(type, values))
 
 
 def _is_number(value: Any) -> bool:
