@@ -47,9 +47,11 @@ Documented rules where the official script is undefined or wrong:
 
 Vectorisation: tIoU of every prediction against the ground truth of its (video, class) group is
 one array operation; the greedy matching, which is sequential only *within* a (video, class)
-group, runs for all groups and all thresholds at once, one step per rank within a group, and
-only for predictions whose best tIoU reaches the lowest threshold (the others are false positives
-everywhere and lock nothing).  The AP step loops over classes (not predictions).
+group, runs for all groups and all thresholds at once, one step per rank within a group (groups
+of one instance in closed form), and only for predictions whose best tIoU reaches the lowest
+threshold (the others are false positives everywhere and lock nothing).  The AP step loops over
+classes (not predictions) and sums in rank order, so the numbers are those of the loop-by-loop
+protocol to the last bit.
 
 Modules: this one holds the protocol, :class:`DetectionResult` and :func:`evaluate_detection`;
 :mod:`uniav.evaluation.inputs` prepares the inputs (evaluated videos, ground-truth arrays, the
@@ -67,7 +69,7 @@ from uniav.data.annotations import fit_to_video
 from uniav.errors import InputError
 from uniav.evaluation.inputs import (GroundTruth, GroundTruthArrays, check_video_overlap,
                                      ground_truth_arrays, prepare_inputs, resolve_ground_truth)
-from uniav.evaluation.matching import average_precision, match_detections
+from uniav.evaluation.matching import average_precision, match_detections, score_order
 from uniav.evaluation.predictions import Predictions
 
 __all__ = ["ACTIVITYNET_THRESHOLDS", "DetectionResult", "GroundTruth", "evaluate_detection",
@@ -259,10 +261,10 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
                                             minlength=len(predictions.video_ids)) > 0))
 
     rows = np.flatnonzero(scored)
+    by_score = score_order(predictions.scores[rows])  # ties in input order: rows is increasing
     true_positive = match_detections(gt, pred_video[rows], pred_class[rows], pred_segments[rows],
-                           predictions.scores[rows], rows, thresholds_array, num_classes)
-    ap = average_precision(pred_class[rows], predictions.scores[rows], rows, true_positive,
-                            npos, thresholds_array.size)  # (K, T)
+                                     by_score, thresholds_array, num_classes)
+    ap = average_precision(pred_class[rows], by_score, true_positive, npos)  # (K, T)
 
     evaluated = np.flatnonzero(npos > 0)
     map_per_threshold = ap[evaluated].mean(axis=0)
