@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -149,8 +150,8 @@ def load_json_file(path: str | Path, *, missing: str = "file not found") -> Any:
     an error too (not a ``RecursionError`` traceback).
 
     The result and every error are those of the strict reader (:func:`parse_json_text`); large
-    files are read faster through :class:`JsonDocument` (a C parser, then a proof that its result
-    is the strict reader's).
+    files are read faster through :class:`JsonDocument` (a C decoder, then a proof that its
+    result is the strict reader's).
 
     Args:
         path: the file.
@@ -190,13 +191,12 @@ def parse_json_text(text: str, *, file: str | Path | None = None) -> Any:
                          "more than a few levels)", file=file) from None
 
 
-#: Nesting the fast path leaves to the strict reader: the C parser reads up to 1024 levels, the
-#: standard library stops at the interpreter's recursion limit; nothing this project reads nests
-#: more than a few levels.
+#: Nesting the fast path leaves to the strict reader (both stop at the interpreter's recursion
+#: limit, at slightly different depths); nothing this project reads nests more than a few levels.
 FAST_JSON_MAX_DEPTH = 100
 
-#: Floats of this magnitude may be integers beyond 64 bits, which the C parser reads as floats
-#: and the standard library as exact integers.
+#: Floats of this magnitude may be integers beyond 64 bits that a typed decode read as floats
+#: (the standard library reads them as exact integers).
 FAST_JSON_LARGE = 2.0 ** 63
 
 
@@ -258,42 +258,78 @@ def json_census(value: Any) -> JsonCensus:
     return JsonCensus(pairs, colons, depth, large_float)
 
 
+def decode_json_fast(data: bytes | memoryview | Any, kind: Any = Any) -> tuple[bool, Any]:
+    """Decode JSON with the fast C decoder (``msgspec``), untyped or straight into ``kind``.
+
+    ``kind`` is any type msgspec decodes into (``dict[str, list[SomeStruct]]``, ``msgspec.Raw``,
+    ...; ``Any``: plain Python values).  The decoder is strict JSON (no NaN, no lone surrogates,
+    valid UTF-8) but keeps the last value of a repeated key, and a typed decode turns integers
+    into floats for float fields - so a result is only as good as what
+    :meth:`JsonDocument.faithful` proves about it.
+
+    Returns:
+        ``(True, value)``, or ``(False, None)`` when msgspec is not installed or the data is not
+        strict JSON of that kind (syntax, types, missing fields, too deep, ...).
+    """
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - msgspec is a dependency; the strict reader suffices
+        return False, None
+    try:
+        return True, msgspec.json.decode(data, type=kind)
+    except (ValueError, RecursionError):  # msgspec.DecodeError and ValidationError are ValueErrors
+        return False, None
+
+
 @dataclass(frozen=True)
 class JsonDocument:
-    """A JSON file read once, parsed by the fast C parser (``orjson``) when it takes the text.
+    """A JSON file read once; parsed by the fast decoder (:func:`decode_json_fast`) on demand.
 
-    The fast parser keeps the last value of a repeated key, reads integers beyond 64 bits as
-    floats and nests deeper than the standard library; its result is used only when
+    The fast decoder keeps the last value of a repeated key; its result is used only when
     :meth:`faithful` proves it is what the strict reader gives, else :meth:`strict` decides
-    (result or error).  :func:`load_json_file` does this for any file; a reader that validates
-    records anyway can build the :class:`JsonCensus` from them for less.
+    (result or error).  :func:`load_json_file` does this for any file; a reader that decodes or
+    validates records anyway can build the :class:`JsonCensus` from them for less.
 
     Attributes:
         file: the file (named in errors).
         raw: its bytes.
-        parsed: whether the fast parser took the text (it refuses what is not strict JSON -
-            NaN, lone surrogates, a BOM, ... - and those go to the strict reader).
-        value: the fast parser's result (None when not ``parsed``).
     """
 
     file: Path
     raw: bytes = field(repr=False)
-    parsed: bool
-    value: Any = field(repr=False)
+
+    @cached_property
+    def fast(self) -> tuple[bool, Any]:
+        """``(parsed, value)``: the fast decoder's plain Python value, or ``(False, None)`` when
+        it refuses the text (not strict JSON - NaN, lone surrogates, a BOM, bad UTF-8, ... - or
+        too deep), which the strict reader then decides."""
+        return decode_json_fast(self.raw)
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the fast decoder took the text."""
+        return self.fast[0]
+
+    @property
+    def value(self) -> Any:
+        """The fast decoder's result (None when not :attr:`parsed`)."""
+        return self.fast[1]
 
     def faithful(self, census: JsonCensus) -> bool:
-        """Whether ``value``, of which ``census`` is the census, is the strict reader's result.
+        """Whether a fast decode of this text, of which ``census`` is the census, is the strict
+        reader's result.
 
         Proof: a ``:`` byte of the text is a key-value separator or lies in a string (UTF-8
         multi-byte sequences never contain it); a string's decoded ``:`` are its literal ones
         plus its ``\\u003a``/``\\u003A`` escapes, so the text has at most
-        ``count(":") - (census.colons - escapes)`` separators, i.e. key-value pairs.  The parsed
-        objects hold exactly that many pairs unless a key repeats (the repetitions collapse);
-        ``census.pairs`` counts at most what they hold.  So equality means no key repeats.  With
-        no large float and shallow nesting the two parsers agree on everything else (both parse
-        floats correctly rounded; the fast one refuses NaN, infinities and lone surrogates).
+        ``count(":") - (census.colons - escapes)`` separators, i.e. key-value pairs.  The decoded
+        objects hold exactly that many pairs unless a key repeats (the repetitions collapse) or a
+        key was skipped; ``census.pairs`` counts at most what they hold.  So equality means that
+        no key repeats and nothing was left out.  With no large float and shallow nesting the two
+        readers agree on everything else (both parse floats correctly rounded; the fast one
+        refuses NaN, infinities, lone surrogates and bad UTF-8).
         """
-        if not self.parsed or census.large_float or census.depth > FAST_JSON_MAX_DEPTH:
+        if census.large_float or census.depth > FAST_JSON_MAX_DEPTH:
             return False
         separators = self.raw.count(b":")
         if census.colons:
@@ -316,7 +352,7 @@ class JsonDocument:
 
 
 def read_json_document(path: str | Path, *, missing: str = "file not found") -> JsonDocument:
-    """Read a JSON file that must exist and parse it with the fast parser where it can.
+    """Read a JSON file that must exist (nothing is parsed yet).
 
     Raises:
         InputError: naming the file when it is missing or cannot be read.
@@ -330,14 +366,7 @@ def read_json_document(path: str | Path, *, missing: str = "file not found") -> 
         raise InputError(missing, file=path) from None
     except OSError as exc:  # a directory, no permission, ...
         raise InputError(f"cannot read the file ({exc.strerror or exc})", file=path) from None
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - orjson is a dependency; the strict reader suffices
-        return JsonDocument(path, raw, False, None)
-    try:
-        return JsonDocument(path, raw, True, orjson.loads(raw))
-    except orjson.JSONDecodeError:  # not strict JSON, or deeper than it reads: strict() decides
-        return JsonDocument(path, raw, False, None)
+    return JsonDocument(path, raw)
 
 
 def load_yaml_file(path: str | Path, *, missing: str = "file not found",

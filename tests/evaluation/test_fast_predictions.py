@@ -16,7 +16,7 @@ import pytest
 import uniav.evaluation.predictions as predictions_module
 from uniav.errors import InputError
 from uniav.evaluation.predictions import Predictions, load_predictions
-from uniav.fileio import parse_json_text
+from uniav.fileio import JsonDocument, parse_json_text
 
 
 def outcome(build) -> tuple:
@@ -154,17 +154,63 @@ def test_a_duplicate_key_is_reported_before_a_malformed_detection(tmp_path):
         load_predictions(path)
 
 
-def test_a_plain_file_takes_the_fast_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_load_predictions_of_every_mutation_is_the_strict_reading(tmp_path, monkeypatch, name):
+    results = valid_results(random.Random(4))
+    MUTATIONS[name](results)
     path = tmp_path / "pred.json"
-    path.write_text(dump(valid_results(random.Random(3), videos=20, per_video=50)))
+    path.write_text(dump(results))
+    assert outcome(lambda: load_predictions(path)) == one_by_one(monkeypatch,
+                                                                 lambda: strict_load(path))
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("this reading should not be needed")
+
+
+def test_a_plain_file_is_decoded_straight_into_records(tmp_path, monkeypatch):
+    path = tmp_path / "pred.json"
+    results = valid_results(random.Random(3), videos=20, per_video=50)
+    results["v1"][0]["segment"] = [3, 40]  # integers are numbers too
+    path.write_text(dump(results).replace('"score": ', '"score":\r\n ', 7))
     expected = outcome(lambda: strict_load(path))
-
-    def no_strict_reading(*args, **kwargs):
-        raise AssertionError("the strict reader was used")
-
-    monkeypatch.setattr(predictions_module, "_columns_one_by_one", no_strict_reading)
-    monkeypatch.setattr("uniav.fileio.JsonDocument.strict", no_strict_reading)
+    monkeypatch.setattr(predictions_module, "_columns_one_by_one", refuse)
+    monkeypatch.setattr(JsonDocument, "fast", property(refuse))  # no untyped decode either
+    monkeypatch.setattr(JsonDocument, "strict", refuse)
     assert outcome(lambda: load_predictions(path)) == expected
+
+
+def test_other_keys_in_the_detections_need_no_strict_reading(tmp_path, monkeypatch):
+    path = tmp_path / "pred.json"
+    results = valid_results(random.Random(5), videos=10, per_video=20)
+    for rows in results.values():
+        for row in rows:
+            row["extra"] = {"rank": 1, "note": "a: b"}
+    path.write_text(dump(results))
+    expected = outcome(lambda: strict_load(path))
+    monkeypatch.setattr(JsonDocument, "strict", refuse)
+    assert outcome(lambda: load_predictions(path)) == expected
+
+
+def test_numbers_written_with_many_digits_are_read_bit_for_bit(tmp_path, monkeypatch):
+    rng = random.Random(11)
+
+    def number() -> str:
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 25)))
+        return f"{digits[0]}.{digits[1:] or '0'}e{rng.randrange(-20, 5)}"
+
+    rows = []
+    while len(rows) < 3000:
+        start, end = sorted((number(), number()), key=float)
+        if float(start) < float(end):
+            rows.append(f'{{"segment": [{start}, {end}], "label": "x", "score": {number()}}}')
+    path = tmp_path / "pred.json"
+    path.write_text('{"results": {"v": [' + ", ".join(rows) + "]}}")
+    strict = json.loads(path.read_text())["results"]["v"]
+    monkeypatch.setattr(JsonDocument, "fast", property(refuse))  # the typed decode it is
+    predictions = load_predictions(path)
+    assert predictions.segments.tobytes() == np.array([d["segment"] for d in strict]).tobytes()
+    assert predictions.scores.tobytes() == np.array([d["score"] for d in strict]).tobytes()
 
 
 def test_segments_and_scores_are_float64_bit_for_bit(tmp_path):

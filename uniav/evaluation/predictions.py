@@ -18,24 +18,27 @@ the evaluator, never remapped.
 
 Checks run vectorised over all detections (the structure with C loops over the columns, the
 values with numpy); only when one fails is the offending detection located one by one, so
-loading an ActivityNet-sized file costs little more than parsing it.  The file is parsed by the
-fast reader of :mod:`uniav.fileio`, whose result is used only when the census of the validated
-detections proves it is what the strict reader gives (no key given twice, ...); otherwise the
-strict reader decides, result or error, exactly as for any JSON input.
+loading an ActivityNet-sized file costs little more than parsing it.  A file is decoded by the
+fast decoder of :mod:`uniav.fileio` - in the plain layout straight into typed records - whose
+result is used only when the census of the validated detections proves it is what the strict
+reader gives (no key given twice, nothing left out, ...); otherwise the strict reader decides,
+result or error, exactly as for any JSON input.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.fileio import FAST_JSON_LARGE, JsonCensus, json_census, read_json_document
+from uniav.fileio import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast, json_census,
+                          read_json_document)
 
 #: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
 _Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
@@ -114,10 +117,7 @@ class Predictions:
             columns = _columns_one_by_one(results, file)
         video_ids, counts, segment_array, score_array, labels = columns
         video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
-        label_names = tuple(dict.fromkeys(labels))
-        lookup = {name: i for i, name in enumerate(label_names)}
-        label_index = np.fromiter(map(lookup.__getitem__, labels), dtype=np.int64,
-                                  count=len(labels))
+        label_names, label_index = _label_index(labels)
         return cls._checked(tuple(video_ids), video_index, segment_array, score_array,
                             label_names, label_index, file=file)
 
@@ -212,9 +212,10 @@ class Predictions:
 def load_predictions(path: str | Path) -> Predictions:
     """Read and validate an ActivityNet results JSON file.
 
-    The file is parsed by the fast reader (:func:`uniav.fileio.read_json_document`); its result
-    is used when the census of the validated detections proves it is the strict reader's (no
-    key given twice, ...), else the strict reader decides - as it does for any JSON input.
+    The file is decoded by the fast reader of :mod:`uniav.fileio` - in the plain layout straight
+    into typed records, else into plain values - and its result is used when the census of the
+    validated detections proves it is the strict reader's (no key given twice, nothing left
+    out, ...); otherwise the strict reader decides, as it does for any JSON input.
 
     Args:
         path: the file (``{"results": {video: [{"segment", "label", "score"}, ...]}}``).
@@ -228,6 +229,9 @@ def load_predictions(path: str | Path) -> Predictions:
     """
     path = Path(path)
     document = read_json_document(path, missing="predictions file not found")
+    predictions = _decode_plain(document)
+    if predictions is not None:
+        return predictions
     if document.parsed:
         try:
             predictions = _from_file_content(document.value, path)
@@ -235,7 +239,9 @@ def load_predictions(path: str | Path) -> Predictions:
             if document.faithful(json_census(document.value)):
                 raise  # the strict reader would read the same content: the same error
         else:
-            if document.faithful(_census(document.value, predictions)):
+            rest = {key: value for key, value in document.value.items() if key != "results"}
+            if (document.faithful(_census(rest, predictions))
+                    or document.faithful(json_census(document.value))):  # other keys, ...
                 return predictions
     return _from_file_content(document.strict(), path)
 
@@ -247,15 +253,83 @@ def _from_file_content(data: Any, path: Path) -> Predictions:
     return Predictions.from_results(data["results"], file=path)
 
 
-def _census(data: dict[str, Any], predictions: Predictions) -> JsonCensus:
+@lru_cache(maxsize=None)
+def _plain_kinds() -> tuple[Any, Any] | None:
+    """The types the plain layout decodes into: the top-level object (values left undecoded)
+    and ``results`` (detections with exactly ``segment``, ``label``, ``score``); None without
+    msgspec."""
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - msgspec is a dependency
+        return None
+
+    class Detection(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+        segment: tuple[float, float]
+        label: str
+        score: float
+
+    return dict[str, msgspec.Raw], dict[str, list[Detection]]
+
+
+def _decode_plain(document: JsonDocument) -> Predictions | None:
+    """The detections of a results file in the plain layout, decoded straight into typed records.
+
+    None - and the general reading takes over - unless the file is in the plain layout (an
+    object with ``results`` mapping video ids to lists of objects with exactly a ``segment`` of
+    two numbers, a string ``label`` and a numeric ``score``; other top-level values anything),
+    and the census proves the decode is the strict reader's.  Raises the value errors (reversed
+    segments, ...) of proven content.
+    """
+    kinds = _plain_kinds()
+    if kinds is None:
+        return None
+    parsed, top = decode_json_fast(document.raw, kinds[0])
+    if not parsed or "results" not in top:
+        return None
+    parsed, results = decode_json_fast(top["results"], kinds[1])
+    if not parsed:
+        return None
+    rest = {}
+    for key, raw_value in top.items():
+        if key != "results":
+            parsed, rest[key] = decode_json_fast(raw_value)
+            if not parsed:
+                return None
+    detections = list(chain.from_iterable(results.values()))
+    n = len(detections)
+    if not n:
+        return None
+    segments = np.fromiter(chain.from_iterable(map(attrgetter("segment"), detections)),
+                           dtype=np.float64, count=2 * n).reshape(n, 2)
+    scores = np.fromiter(map(attrgetter("score"), detections), dtype=np.float64, count=n)
+    label_names, label_index = _label_index(list(map(attrgetter("label"), detections)))
+    video_ids = tuple(results)
+    video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64),
+                            list(map(len, results.values())))
+    unchecked = Predictions(video_ids, video_index, segments, scores, label_names, label_index)
+    if not document.faithful(_census(rest, unchecked)):
+        return None
+    return Predictions._checked(video_ids, video_index, segments, scores, label_names,
+                                label_index, file=document.file)
+
+
+def _label_index(labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Distinct labels in order of first appearance, and the index of each label into them."""
+    label_names = tuple(dict.fromkeys(labels))
+    lookup = {name: i for i, name in enumerate(label_names)}
+    return label_names, np.fromiter(map(lookup.__getitem__, labels), dtype=np.int64,
+                                    count=len(labels))
+
+
+def _census(rest: dict[str, Any], predictions: Predictions) -> JsonCensus:
     """A lower bound of the :class:`JsonCensus` of a results file, from what was validated.
 
-    Each detection is an object holding at least ``segment``, ``label`` and ``score`` (three
-    pairs, no ``:`` in these keys); the ``:`` of the video ids and labels are counted; the
-    other top-level values are walked.  Anything else in the file (another key in a detection,
-    ...) makes the count fall short, and then the strict reader decides.
+    ``rest``: the top-level object without ``results``.  Each detection is an object holding at
+    least ``segment``, ``label`` and ``score`` (three pairs, no ``:`` in these keys); the ``:``
+    of the video ids and labels are counted; the other top-level values are walked.  Anything
+    else in the file (another key in a detection, ...) makes the count fall short, and then the
+    census of everything (or the strict reader) decides.
     """
-    rest = json_census({key: value for key, value in data.items() if key != "results"})
     frequency = np.bincount(predictions.label_index, minlength=len(predictions.label_names))
     colons = "".join(predictions.video_ids).count(":") + sum(
         name.count(":") * int(n) for name, n in zip(predictions.label_names, frequency)
@@ -263,9 +337,9 @@ def _census(data: dict[str, Any], predictions: Predictions) -> JsonCensus:
     large = bool(len(predictions)) and bool(
         np.abs(predictions.segments).max() >= FAST_JSON_LARGE
         or np.abs(predictions.scores).max() >= FAST_JSON_LARGE)
-    return rest + JsonCensus(pairs=1 + len(predictions.video_ids) + 3 * len(predictions),
-                             colons=colons, depth=6 if len(predictions) else 3,
-                             large_float=large)
+    return json_census(rest) + JsonCensus(
+        pairs=1 + len(predictions.video_ids) + 3 * len(predictions), colons=colons,
+        depth=6 if len(predictions) else 3, large_float=large)
 
 
 def _plain_columns(results: Mapping[str, Any]) -> _Columns | None:
