@@ -106,3 +106,6 @@ def test_one_threshold_sums_in_rank_order():
 def test_score_order_is_descending_with_ties_in_input_order():
     scores = np.array([0.5, 0.9, 0.5, -0.0, 0.9, 0.0, 0.1])
     assert score_order(scores).tolist() == [1, 4, 0, 2, 6, 3, 5]
+    rng = np.random.default_rng(3)
+    for scores in (rng.random(10_000), np.round(rng.random(10_000), 2), rng.normal(size=7)):
+        assert score_order(scores).tolist() == np.argsort(-scores, kind="stable").tolist()

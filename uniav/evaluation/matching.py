@@ -27,15 +27,25 @@ import numpy as np
 from uniav.evaluation.inputs import GroundTruthArrays
 
 
-def segment_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Row-wise tIoU (official formula, no epsilon) of (P, 2) and (P, 2) positive-length pairs."""
-    inter = np.clip(np.minimum(pred[:, 1], gt[:, 1]) - np.maximum(pred[:, 0], gt[:, 0]), 0, None)
-    return inter / ((pred[:, 1] - pred[:, 0]) + (gt[:, 1] - gt[:, 0]) - inter)
+def segment_iou(pred_start: np.ndarray, pred_end: np.ndarray, gt_start: np.ndarray,
+                gt_end: np.ndarray) -> np.ndarray:
+    """Element-wise tIoU (official formula, no epsilon) of positive-length segments given by their
+    bounds."""
+    inter = np.clip(np.minimum(pred_end, gt_end) - np.maximum(pred_start, gt_start), 0, None)
+    return inter / ((pred_end - pred_start) + (gt_end - gt_start) - inter)
 
 
 def score_order(scores: np.ndarray) -> np.ndarray:
-    """Positions of ``scores`` by descending score, ties in input order (a stable sort)."""
-    return np.argsort(-scores, kind="stable")
+    """Positions of ``scores`` by descending score, ties in input order.
+
+    A quicksort when no two scores are equal (then any sort gives the one order), else a stable
+    sort.
+    """
+    order = np.argsort(-scores)
+    ranked = scores[order]
+    if (ranked[1:] == ranked[:-1]).any():
+        return np.argsort(-scores, kind="stable")
+    return order
 
 
 def match_detections(gt: GroundTruthArrays, pred_video: np.ndarray, pred_class: np.ndarray,
@@ -77,9 +87,12 @@ def match_detections(gt: GroundTruthArrays, pred_video: np.ndarray, pred_class: 
     pair_first = np.cumsum(pair_count) - pair_count
     pair_candidate = np.repeat(np.arange(candidates.size), pair_count)  # (P,)
     pair_slot = np.arange(pair_candidate.size) - pair_first[pair_candidate]
-    pair_iou = segment_iou(pred_segments[candidates[pair_candidate]],
-                           grouped_gt_segments[group_start[candidate_group][pair_candidate]
-                                               + pair_slot])
+    pair_pred = candidates[pair_candidate]
+    pair_gt = group_start[candidate_group][pair_candidate] + pair_slot
+    pred_start, pred_end = pred_segments.T
+    gt_start, gt_end = grouped_gt_segments.T
+    pair_iou = segment_iou(pred_start[pair_pred], pred_end[pair_pred], gt_start[pair_gt],
+                           gt_end[pair_gt])
     # candidates whose best tIoU misses the lowest threshold are FP everywhere and lock nothing
     reachable = np.maximum.reduceat(pair_iou, pair_first) >= thresholds.min()
     if not reachable.any():
@@ -139,19 +152,22 @@ def _match_by_rank(iou: np.ndarray, by_rank: np.ndarray, rank_sizes: np.ndarray,
     ...; ``rank_sizes`` per rank), all thresholds at once; fills ``locked`` (G, S, T) and
     ``true_positive``.  ``iou`` (R, W) has a column per slot (-1: no slot)."""
     width = iou.shape[1]
+    ranked_iou = iou[by_rank][:, :, None]  # (n, W, 1), rank after rank: each step is a slice
+    groups = candidate_group[by_rank]
+    matched = np.empty((by_rank.size, thresholds.size), dtype=bool)
     threshold_index = np.arange(thresholds.size)
     start = 0
     for size in rank_sizes.tolist():  # one step per rank; groups within a step are distinct
-        step = by_rank[start:start + size]
-        start += size
-        step_groups = candidate_group[step]
-        step_iou = iou[step]  # (n, W)
-        free = (step_iou[:, :, None] >= thresholds) & ~locked[step_groups, :width]  # (n, W, T)
-        best_slot = np.argmax(np.where(free, step_iou[:, :, None], -np.inf), axis=1)  # (n, T)
-        matched = free.any(axis=1)  # (n, T)
-        row, column = np.nonzero(matched)
+        stop = start + size
+        step_groups, step_iou = groups[start:stop], ranked_iou[start:stop]
+        free = (step_iou >= thresholds) & ~locked[step_groups, :width]  # (n, W, T)
+        best_slot = np.argmax(np.where(free, step_iou, -np.inf), axis=1)  # (n, T)
+        step_matched = matched[start:stop]
+        np.any(free, axis=1, out=step_matched)  # (n, T)
+        row, column = np.nonzero(step_matched)
         locked[step_groups[row], best_slot[row, column], threshold_index[column]] = True
-        true_positive[candidates[step]] = matched
+        start = stop
+    true_positive[candidates[by_rank]] = matched
 
 
 def average_precision(pred_class: np.ndarray, by_score: np.ndarray, true_positive: np.ndarray,

@@ -40,6 +40,11 @@ from uniav.errors import InputError
 from uniav.fileio import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast, json_census,
                           read_json_document)
 
+try:
+    from msgspec import UNSET as _UNSET
+except ImportError:  # pragma: no cover - msgspec is a dependency
+    _UNSET = object()
+
 #: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
 _Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
 
@@ -254,47 +259,40 @@ def _from_file_content(data: Any, path: Path) -> Predictions:
 
 
 @lru_cache(maxsize=None)
-def _plain_kinds() -> tuple[Any, Any] | None:
-    """The types the plain layout decodes into: the top-level object (values left undecoded)
-    and ``results`` (detections with exactly ``segment``, ``label``, ``score``); None without
-    msgspec."""
+def _plain_layout() -> Any:
+    """The type the plain layout decodes into - an object with ``results`` (detections with
+    exactly ``segment``, ``label``, ``score``) and optionally the ActivityNet ``version`` and
+    ``external_data`` (any JSON), nothing else; None without msgspec."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - msgspec is a dependency
         return None
 
-    class Detection(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-        segment: tuple[float, float]
-        label: str
-        score: float
-
-    return dict[str, msgspec.Raw], dict[str, list[Detection]]
+    detection = msgspec.defstruct(
+        "Detection", [("segment", tuple[float, float]), ("label", str), ("score", float)],
+        gc=False, forbid_unknown_fields=True)
+    return msgspec.defstruct(
+        "ResultsFile", [("results", dict[str, list[detection]]),
+                        ("version", Any, msgspec.UNSET), ("external_data", Any, msgspec.UNSET)],
+        forbid_unknown_fields=True)
 
 
 def _decode_plain(document: JsonDocument) -> Predictions | None:
     """The detections of a results file in the plain layout, decoded straight into typed records.
 
-    None - and the general reading takes over - unless the file is in the plain layout (an
-    object with ``results`` mapping video ids to lists of objects with exactly a ``segment`` of
-    two numbers, a string ``label`` and a numeric ``score``; other top-level values anything),
-    and the census proves the decode is the strict reader's.  Raises the value errors (reversed
-    segments, ...) of proven content.
+    None - and the general reading takes over - unless the file is in the plain layout
+    (:func:`_plain_layout`: ``results`` maps video ids to lists of objects with exactly a
+    ``segment`` of two numbers, a string ``label`` and a numeric ``score``) and the census
+    proves the decode is the strict reader's.  Raises the value errors (reversed segments, ...)
+    of proven content.
     """
-    kinds = _plain_kinds()
-    if kinds is None:
+    layout = _plain_layout()
+    if layout is None:
         return None
-    parsed, top = decode_json_fast(document.raw, kinds[0])
-    if not parsed or "results" not in top:
-        return None
-    parsed, results = decode_json_fast(top["results"], kinds[1])
+    parsed, content = decode_json_fast(document.raw, layout)
     if not parsed:
         return None
-    rest = {}
-    for key, raw_value in top.items():
-        if key != "results":
-            parsed, rest[key] = decode_json_fast(raw_value)
-            if not parsed:
-                return None
+    results = content.results
     detections = list(chain.from_iterable(results.values()))
     n = len(detections)
     if not n:
@@ -307,6 +305,8 @@ def _decode_plain(document: JsonDocument) -> Predictions | None:
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64),
                             list(map(len, results.values())))
     unchecked = Predictions(video_ids, video_index, segments, scores, label_names, label_index)
+    rest = {key: getattr(content, key) for key in ("version", "external_data")
+            if getattr(content, key) is not _UNSET}
     if not document.faithful(_census(rest, unchecked)):
         return None
     return Predictions._checked(video_ids, video_index, segments, scores, label_names,
