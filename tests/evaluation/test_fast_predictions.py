@@ -129,6 +129,9 @@ TEXT_EDITS = {
     "not JSON": lambda text: text[:-5],
     "not an object": lambda text: "[" + text + "]",
     "no results": lambda text: text.replace('"results"', '"resultz"'),
+    "another top-level key": lambda text: text.replace('{"version"', '{"meta": {"a:b": [1]}, '
+                                                                    '"version"'),
+    "no version": lambda text: text.replace('"version": "VERSION 1.3", ', ''),
 }
 
 

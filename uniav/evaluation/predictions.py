@@ -40,11 +40,6 @@ from uniav.errors import InputError
 from uniav.fileio import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast, json_census,
                           read_json_document)
 
-try:
-    from msgspec import UNSET as _UNSET
-except ImportError:  # pragma: no cover - msgspec is a dependency
-    _UNSET = object()
-
 #: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
 _Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
 
@@ -259,10 +254,11 @@ def _from_file_content(data: Any, path: Path) -> Predictions:
 
 
 @lru_cache(maxsize=None)
-def _plain_layout() -> Any:
+def _plain_layout() -> tuple[Any, Any] | None:
     """The type the plain layout decodes into - an object with ``results`` (detections with
     exactly ``segment``, ``label``, ``score``) and optionally the ActivityNet ``version`` and
-    ``external_data`` (any JSON), nothing else; None without msgspec."""
+    ``external_data`` (any JSON), nothing else - and the value of an absent field
+    (``msgspec.UNSET``); None without msgspec."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - msgspec is a dependency
@@ -271,10 +267,11 @@ def _plain_layout() -> Any:
     detection = msgspec.defstruct(
         "Detection", [("segment", tuple[float, float]), ("label", str), ("score", float)],
         gc=False, forbid_unknown_fields=True)
-    return msgspec.defstruct(
+    layout = msgspec.defstruct(
         "ResultsFile", [("results", dict[str, list[detection]]),
                         ("version", Any, msgspec.UNSET), ("external_data", Any, msgspec.UNSET)],
         forbid_unknown_fields=True)
+    return layout, msgspec.UNSET
 
 
 def _decode_plain(document: JsonDocument) -> Predictions | None:
@@ -286,9 +283,10 @@ def _decode_plain(document: JsonDocument) -> Predictions | None:
     proves the decode is the strict reader's.  Raises the value errors (reversed segments, ...)
     of proven content.
     """
-    layout = _plain_layout()
-    if layout is None:
+    plain = _plain_layout()
+    if plain is None:
         return None
+    layout, absent = plain
     parsed, content = decode_json_fast(document.raw, layout)
     if not parsed:
         return None
@@ -306,7 +304,7 @@ def _decode_plain(document: JsonDocument) -> Predictions | None:
                             list(map(len, results.values())))
     unchecked = Predictions(video_ids, video_index, segments, scores, label_names, label_index)
     rest = {key: getattr(content, key) for key in ("version", "external_data")
-            if getattr(content, key) is not _UNSET}
+            if getattr(content, key) is not absent}
     if not document.faithful(_census(rest, unchecked)):
         return None
     return Predictions._checked(video_ids, video_index, segments, scores, label_names,
