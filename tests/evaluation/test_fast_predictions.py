@@ -15,7 +15,8 @@ import pytest
 
 import uniav.evaluation.predictions as predictions_module
 from uniav.errors import InputError
-from uniav.evaluation.predictions import Predictions, load_predictions
+from uniav.evaluation.predictions import Predictions
+from uniav.evaluation.results_file import load_predictions
 from uniav.fileio import JsonDocument, parse_json_text
 
 

@@ -42,7 +42,7 @@ def score(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from uniav.data.annotations import load_annotations
     from uniav.evaluation.detection import evaluate_detection
-    from uniav.evaluation.predictions import load_predictions
+    from uniav.evaluation.results_file import load_predictions
     from uniav.fileio import atomic_write_json, refuse_output_over_input
 
     refuse_output_over_input({"--output": args.output},

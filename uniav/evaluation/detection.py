@@ -55,7 +55,9 @@ protocol to the last bit.
 
 Modules: this one holds the protocol, :class:`DetectionResult` and :func:`evaluate_detection`;
 :mod:`uniav.evaluation.inputs` prepares the inputs (evaluated videos, ground-truth arrays, the
-video-overlap check) and :mod:`uniav.evaluation.matching` does the matching and the AP.
+video-overlap check) and :mod:`uniav.evaluation.matching` does the matching and the AP;
+predictions are held by :mod:`uniav.evaluation.predictions` and read from files by
+:mod:`uniav.evaluation.results_file`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ the field, e.g. ``detections[3].segment``): every detection is an object with a 
 finite numbers with ``t1 > t0`` (reversed and zero-length segments are rejected - the official
 script silently scores them as matches), a string ``label`` and a finite numeric ``score``.
 Booleans are not numbers here (``"score": true`` is refused as ``"label": 3`` is), and a video id
-given twice in ``results`` is refused by the JSON reader (:func:`uniav.fileio.load_json_file`).
+given twice in ``results`` is refused when the file is read
+(:func:`uniav.evaluation.results_file.load_predictions`).
 Segments sticking out of their video are the evaluation's business (clipped or ignored, and
 counted: :mod:`uniav.evaluation.detection`).
 Labels are *not* checked against a class list here: unknown labels are counted and reported by
@@ -18,27 +19,21 @@ the evaluator, never remapped.
 
 Checks run vectorised over all detections (the structure with C loops over the columns, the
 values with numpy); only when one fails is the offending detection located one by one, so
-loading an ActivityNet-sized file costs little more than parsing it.  A file is decoded by the
-fast decoder of :mod:`uniav.fileio` - in the plain layout straight into typed records - whose
-result is used only when the census of the validated detections proves it is what the strict
-reader gives (no key given twice, nothing left out, ...); otherwise the strict reader decides,
-result or error, exactly as for any JSON input.
+validating an ActivityNet-sized file costs little next to reading it.  Files are read by
+:func:`uniav.evaluation.results_file.load_predictions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.fileio import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast, json_census,
-                          read_json_document)
 
 #: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
 _Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
@@ -117,8 +112,8 @@ class Predictions:
             columns = _columns_one_by_one(results, file)
         video_ids, counts, segment_array, score_array, labels = columns
         video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
-        label_names, label_index = _label_index(labels)
-        return cls._checked(tuple(video_ids), video_index, segment_array, score_array,
+        label_names, label_index = index_labels(labels)
+        return cls.from_columns(tuple(video_ids), video_index, segment_array, score_array,
                             label_names, label_index, file=file)
 
     @classmethod
@@ -170,7 +165,7 @@ class Predictions:
             label_parts.extend(str(label) for label in labels.tolist())
         label_names = tuple(dict.fromkeys(label_parts))
         lookup = {name: i for i, name in enumerate(label_names)}
-        return cls._checked(
+        return cls.from_columns(
             tuple(video_ids), np.repeat(np.arange(len(video_ids), dtype=np.int64), counts),
             np.concatenate(segment_parts) if segment_parts else np.zeros((0, 2)),
             np.concatenate(score_parts) if score_parts else np.zeros(0), label_names,
@@ -178,10 +173,16 @@ class Predictions:
                         count=len(label_parts)), file=None)
 
     @classmethod
-    def _checked(cls, video_ids: tuple[str, ...], video_index: np.ndarray, segments: np.ndarray,
-                 scores: np.ndarray, label_names: tuple[str, ...], label_index: np.ndarray, *,
-                 file: str | Path | None) -> "Predictions":
-        """Vectorised value checks; the first failure is reported with its video and index."""
+    def from_columns(cls, video_ids: tuple[str, ...], video_index: np.ndarray,
+                     segments: np.ndarray, scores: np.ndarray, label_names: tuple[str, ...],
+                     label_index: np.ndarray, *, file: str | Path | None = None
+                     ) -> "Predictions":
+        """Build from the columns (the attributes, detections grouped video by video), checking
+        the values vectorised: finite segments, not reversed, not zero-length, finite scores.
+
+        Raises:
+            InputError: the first failure, naming ``file``, the video and ``detections[i]``.
+        """
         starts = np.zeros(len(video_ids), dtype=np.int64)
         np.cumsum(np.bincount(video_index, minlength=len(video_ids))[:-1], out=starts[1:])
 
@@ -210,134 +211,19 @@ class Predictions:
 
 
 def load_predictions(path: str | Path) -> Predictions:
-    """Read and validate an ActivityNet results JSON file.
+    """Read and validate an ActivityNet results file: see
+    :func:`uniav.evaluation.results_file.load_predictions` (kept here for existing imports)."""
+    from uniav.evaluation.results_file import load_predictions as read_results_file
 
-    The file is decoded by the fast reader of :mod:`uniav.fileio` - in the plain layout straight
-    into typed records, else into plain values - and its result is used when the census of the
-    validated detections proves it is the strict reader's (no key given twice, nothing left
-    out, ...); otherwise the strict reader decides, as it does for any JSON input.
-
-    Args:
-        path: the file (``{"results": {video: [{"segment", "label", "score"}, ...]}}``).
-
-    Returns:
-        The :class:`Predictions`.
-
-    Raises:
-        InputError: missing file, invalid JSON (a duplicate key, absurd nesting, ...), no
-            ``results`` mapping, a malformed detection.
-    """
-    path = Path(path)
-    document = read_json_document(path, missing="predictions file not found")
-    predictions = _decode_plain(document)
-    if predictions is not None:
-        return predictions
-    if document.parsed:
-        try:
-            predictions = _from_file_content(document.value, path)
-        except InputError:
-            if document.faithful(json_census(document.value)):
-                raise  # the strict reader would read the same content: the same error
-        else:
-            rest = {key: value for key, value in document.value.items() if key != "results"}
-            if (document.faithful(_census(rest, predictions))
-                    or document.faithful(json_census(document.value))):  # other keys, ...
-                return predictions
-    return _from_file_content(document.strict(), path)
+    return read_results_file(path)
 
 
-def _from_file_content(data: Any, path: Path) -> Predictions:
-    if not isinstance(data, dict) or "results" not in data:
-        raise InputError("expected a JSON object with a 'results' mapping (ActivityNet results "
-                         "format)", file=path, field="results")
-    return Predictions.from_results(data["results"], file=path)
-
-
-@lru_cache(maxsize=None)
-def _plain_layout() -> tuple[Any, Any] | None:
-    """The type the plain layout decodes into - an object with ``results`` (detections with
-    exactly ``segment``, ``label``, ``score``) and optionally the ActivityNet ``version`` and
-    ``external_data`` (any JSON), nothing else - and the value of an absent field
-    (``msgspec.UNSET``); None without msgspec."""
-    try:
-        import msgspec
-    except ImportError:  # pragma: no cover - msgspec is a dependency
-        return None
-
-    detection = msgspec.defstruct(
-        "Detection", [("segment", tuple[float, float]), ("label", str), ("score", float)],
-        gc=False, forbid_unknown_fields=True)
-    layout = msgspec.defstruct(
-        "ResultsFile", [("results", dict[str, list[detection]]),
-                        ("version", Any, msgspec.UNSET), ("external_data", Any, msgspec.UNSET)],
-        forbid_unknown_fields=True)
-    return layout, msgspec.UNSET
-
-
-def _decode_plain(document: JsonDocument) -> Predictions | None:
-    """The detections of a results file in the plain layout, decoded straight into typed records.
-
-    None - and the general reading takes over - unless the file is in the plain layout
-    (:func:`_plain_layout`: ``results`` maps video ids to lists of objects with exactly a
-    ``segment`` of two numbers, a string ``label`` and a numeric ``score``) and the census
-    proves the decode is the strict reader's.  Raises the value errors (reversed segments, ...)
-    of proven content.
-    """
-    plain = _plain_layout()
-    if plain is None:
-        return None
-    layout, absent = plain
-    parsed, content = decode_json_fast(document.raw, layout)
-    if not parsed:
-        return None
-    results = content.results
-    detections = list(chain.from_iterable(results.values()))
-    n = len(detections)
-    if not n:
-        return None
-    segments = np.fromiter(chain.from_iterable(map(attrgetter("segment"), detections)),
-                           dtype=np.float64, count=2 * n).reshape(n, 2)
-    scores = np.fromiter(map(attrgetter("score"), detections), dtype=np.float64, count=n)
-    label_names, label_index = _label_index(list(map(attrgetter("label"), detections)))
-    video_ids = tuple(results)
-    video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64),
-                            list(map(len, results.values())))
-    unchecked = Predictions(video_ids, video_index, segments, scores, label_names, label_index)
-    rest = {key: getattr(content, key) for key in ("version", "external_data")
-            if getattr(content, key) is not absent}
-    if not document.faithful(_census(rest, unchecked)):
-        return None
-    return Predictions._checked(video_ids, video_index, segments, scores, label_names,
-                                label_index, file=document.file)
-
-
-def _label_index(labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+def index_labels(labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """Distinct labels in order of first appearance, and the index of each label into them."""
     label_names = tuple(dict.fromkeys(labels))
     lookup = {name: i for i, name in enumerate(label_names)}
     return label_names, np.fromiter(map(lookup.__getitem__, labels), dtype=np.int64,
                                     count=len(labels))
-
-
-def _census(rest: dict[str, Any], predictions: Predictions) -> JsonCensus:
-    """A lower bound of the :class:`JsonCensus` of a results file, from what was validated.
-
-    ``rest``: the top-level object without ``results``.  Each detection is an object holding at
-    least ``segment``, ``label`` and ``score`` (three pairs, no ``:`` in these keys); the ``:``
-    of the video ids and labels are counted; the other top-level values are walked.  Anything
-    else in the file (another key in a detection, ...) makes the count fall short, and then the
-    census of everything (or the strict reader) decides.
-    """
-    frequency = np.bincount(predictions.label_index, minlength=len(predictions.label_names))
-    colons = "".join(predictions.video_ids).count(":") + sum(
-        name.count(":") * int(n) for name, n in zip(predictions.label_names, frequency)
-        if ":" in name)
-    large = bool(len(predictions)) and bool(
-        np.abs(predictions.segments).max() >= FAST_JSON_LARGE
-        or np.abs(predictions.scores).max() >= FAST_JSON_LARGE)
-    return json_census(rest) + JsonCensus(
-        pairs=1 + len(predictions.video_ids) + 3 * len(predictions), colons=colons,
-        depth=6 if len(predictions) else 3, large_float=large)
 
 
 def _plain_columns(results: Mapping[str, Any]) -> _Columns | None:
