@@ -11,7 +11,8 @@ Public API:
 from uniav.evaluation.detection import (ACTIVITYNET_THRESHOLDS, DetectionResult,
                                         evaluate_detection, resolve_ground_truth,
                                         validate_thresholds)
-from uniav.evaluation.predictions import Predictions, load_predictions
+from uniav.evaluation.predictions import Predictions
+from uniav.evaluation.results_file import load_predictions
 
 __all__ = ["ACTIVITYNET_THRESHOLDS", "DetectionResult", "Predictions", "evaluate_detection",
            "load_predictions", "resolve_ground_truth", "validate_thresholds"]

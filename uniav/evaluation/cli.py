@@ -16,6 +16,7 @@ sed_scores_eval are imported when the command runs).
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,25 @@ from uniav.argtypes import tiou_threshold
 
 
 def score(args: argparse.Namespace) -> int:
-    """Handler of ``uniav score``: evaluate, write the metrics JSON, print a summary."""
+    """Handler of ``uniav score``: evaluate, write the metrics JSON, print a summary.
+
+    The cyclic garbage collector is paused meanwhile: reading a results file makes millions of
+    short-lived objects without cycles, and collections would only cost time (5-7 % of the
+    command on an ActivityNet-size file).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _score(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _score(args: argparse.Namespace) -> int:
     from uniav.data.annotations import load_annotations
     from uniav.evaluation.detection import evaluate_detection
-    from uniav.evaluation.predictions import load_predictions
+    from uniav.evaluation.results_file import load_predictions
     from uniav.fileio import atomic_write_json, refuse_output_over_input
 
     refuse_output_over_input({"--output": args.output},

@@ -47,9 +47,17 @@ Documented rules where the official script is undefined or wrong:
 
 Vectorisation: tIoU of every prediction against the ground truth of its (video, class) group is
 one array operation; the greedy matching, which is sequential only *within* a (video, class)
-group, runs for all groups and all thresholds at once, one step per rank within a group, and
-only for predictions whose best tIoU reaches the lowest threshold (the others are false positives
-everywhere and lock nothing).  The AP step loops over classes (not predictions).
+group, runs for all groups and all thresholds at once, one step per rank within a group (groups
+of one instance in closed form), and only for predictions whose best tIoU reaches the lowest
+threshold (the others are false positives everywhere and lock nothing).  The AP step loops over
+classes (not predictions) and sums in rank order, so the numbers are those of the loop-by-loop
+protocol to the last bit.
+
+Modules: this one holds the protocol, :class:`DetectionResult` and :func:`evaluate_detection`;
+:mod:`uniav.evaluation.inputs` prepares the inputs (evaluated videos, ground-truth arrays, the
+video-overlap check) and :mod:`uniav.evaluation.matching` does the matching and the AP;
+predictions are held by :mod:`uniav.evaluation.predictions` and read from files by
+:mod:`uniav.evaluation.results_file`.
 """
 
 from __future__ import annotations
@@ -59,14 +67,18 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from uniav.data.annotations import AnnotationDB, VideoAnnotation, duplicate_mask, fit_to_video
+from uniav.data.annotations import fit_to_video
 from uniav.errors import InputError
+from uniav.evaluation.inputs import (GroundTruth, GroundTruthArrays, check_video_overlap,
+                                     ground_truth_arrays, prepare_inputs, resolve_ground_truth)
+from uniav.evaluation.matching import average_precision, match_detections, score_order
 from uniav.evaluation.predictions import Predictions
+
+__all__ = ["ACTIVITYNET_THRESHOLDS", "DetectionResult", "GroundTruth", "evaluate_detection",
+           "resolve_ground_truth", "validate_thresholds"]
 
 #: The ActivityNet thresholds 0.50:0.05:0.95.
 ACTIVITYNET_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
-
-GroundTruth = AnnotationDB | Mapping[str, VideoAnnotation] | Sequence[VideoAnnotation]
 
 
 @dataclass(frozen=True)
@@ -139,67 +151,6 @@ class DetectionResult:
                          "tIoU >= threshold, all-point interpolated AP, mean over classes with "
                          "ground truth; score ties in input order"),
         }
-
-
-def resolve_ground_truth(ground_truth: GroundTruth, subset: str | None = None
-                         ) -> list[VideoAnnotation]:
-    """The evaluated videos as a list.
-
-    Args:
-        ground_truth: an :class:`AnnotationDB` (then ``subset`` names the videos to use), a
-            mapping ``video id -> VideoAnnotation`` or a sequence of them.
-        subset: required with an :class:`AnnotationDB`; must not be given otherwise.
-
-    Returns:
-        The :class:`VideoAnnotation` list, in input order.
-
-    Raises:
-        InputError: unknown or empty subset, no videos, repeated video ids.
-    """
-    if isinstance(ground_truth, AnnotationDB):
-        if subset is None:
-            raise ValueError("an AnnotationDB needs the subset to evaluate")
-        videos = ground_truth.subset(subset)
-    else:
-        if subset is not None:
-            raise ValueError("subset is only meaningful with an AnnotationDB")
-        videos = list(ground_truth.values() if isinstance(ground_truth, Mapping)
-                      else ground_truth)
-    if not videos:
-        raise InputError("no ground-truth videos to evaluate", field="ground_truth")
-    seen: set[str] = set()
-    for video in videos:
-        if not isinstance(video, VideoAnnotation):
-            raise TypeError(f"expected VideoAnnotation, got {type(video).__name__}")
-        if video.video_id in seen:
-            raise InputError("video listed twice in the ground truth", video=video.video_id)
-        seen.add(video.video_id)
-    return videos
-
-
-def as_predictions(predictions: Predictions | Mapping[str, Any]) -> Predictions:
-    """Accept a :class:`Predictions` or a parsed results file ``{"results": {...}}``."""
-    if isinstance(predictions, Predictions):
-        return predictions
-    if isinstance(predictions, Mapping) and "results" in predictions:
-        return Predictions.from_results(predictions["results"])
-    raise TypeError("predictions must be a Predictions or a mapping with a 'results' key")
-
-
-def prepare_inputs(ground_truth: GroundTruth, predictions: Predictions | Mapping[str, Any],
-                   classes: Sequence[str] | None, subset: str | None
-                   ) -> tuple[list[VideoAnnotation], Predictions, list[str]]:
-    """The evaluated videos, the validated predictions and the class list of an evaluation.
-
-    The class list is ``classes`` when given, else the AnnotationDB's, else the sorted labels
-    of the ground truth.
-    """
-    if classes is None and isinstance(ground_truth, AnnotationDB):
-        classes = ground_truth.classes
-    videos = resolve_ground_truth(ground_truth, subset)
-    if classes is None:
-        classes = sorted({label for video in videos for label in video.labels})
-    return videos, as_predictions(predictions), list(classes)
 
 
 def validate_thresholds(thresholds: Iterable[float]) -> np.ndarray:
@@ -285,7 +236,7 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
                                      dtype=np.int64)
     pred_video = pred_video_of_id[predictions.video_index]  # (N,) -1: not evaluated
     pred_class = pred_class_of_label[predictions.label_index]  # (N,) -1: unknown label
-    _check_video_overlap(predictions, pred_video_of_id)
+    check_video_overlap(predictions, pred_video_of_id)
     evaluated_video = pred_video >= 0
     pred_segments = predictions.segments.copy()
     fitted, pred_clipped, pred_outside = fit_to_video(pred_segments[evaluated_video],
@@ -312,10 +263,10 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
                                             minlength=len(predictions.video_ids)) > 0))
 
     rows = np.flatnonzero(scored)
-    true_positive = _match(gt, pred_video[rows], pred_class[rows], pred_segments[rows],
-                           predictions.scores[rows], rows, thresholds_array, num_classes)
-    ap = _average_precision(pred_class[rows], predictions.scores[rows], rows, true_positive,
-                            npos, thresholds_array.size)  # (K, T)
+    by_score = score_order(predictions.scores[rows])  # ties in input order: rows is increasing
+    true_positive = match_detections(gt, pred_video[rows], pred_class[rows], pred_segments[rows],
+                                     by_score, thresholds_array, num_classes)
+    ap = average_precision(pred_class[rows], by_score, true_positive, npos)  # (K, T)
 
     evaluated = np.flatnonzero(npos > 0)
     map_per_threshold = ap[evaluated].mean(axis=0)
@@ -345,172 +296,3 @@ def evaluate_detection(ground_truth: GroundTruth, predictions: Predictions | Map
             "predictions_ignored": int(np.count_nonzero(outside_video & with_gt_class))},
     )
 
-
-@dataclass(frozen=True)
-class GroundTruthArrays:
-    videos: np.ndarray     # (G,) int64 index of the evaluated video
-    classes: np.ndarray    # (G,) int64 class index
-    segments: np.ndarray   # (G, 2) float64 seconds
-    duplicates_removed: int
-
-
-def ground_truth_arrays(videos: list[VideoAnnotation], class_position: dict[str, int],
-                         remove_duplicates: bool, tolerance: float,
-                         allow_zero_length: bool = False) -> GroundTruthArrays:
-    """Validated ground truth as flat arrays (video by video, in annotation order).
-
-    Raises:
-        InputError: segments/labels count mismatch, a degenerate segment (reversed,
-            zero-length, non-finite), a label not in ``class_position``.
-    """
-    counts, segment_parts, labels = [], [], []
-    removed = 0
-    for video in videos:
-        segments = np.asarray(video.segments, dtype=np.float64).reshape(-1, 2)
-        if len(segments) != len(video.labels):
-            raise InputError(f"{len(segments)} segments but {len(video.labels)} labels",
-                             video=video.video_id, field="annotations")
-        video_labels = list(video.labels)
-        if remove_duplicates and len(video_labels) > 1:
-            keep = ~duplicate_mask(segments, video_labels, tolerance)
-            removed += int(np.count_nonzero(~keep))
-            segments = segments[keep]
-            video_labels = [label for label, kept in zip(video_labels, keep) if kept]
-        counts.append(len(video_labels))
-        segment_parts.append(segments)
-        labels.extend(video_labels)
-    video_index = np.repeat(np.arange(len(videos), dtype=np.int64), counts)
-    all_segments = np.concatenate(segment_parts).reshape(-1, 2)
-    longer = all_segments[:, 1] >= all_segments[:, 0] if allow_zero_length else \
-        all_segments[:, 1] > all_segments[:, 0]
-    ok = np.isfinite(all_segments).all(axis=1) & longer
-    if not ok.all():
-        row = int(np.argmin(ok))
-        video = videos[int(video_index[row])]
-        i = next(j for j, segment in enumerate(np.asarray(video.segments).reshape(-1, 2).tolist())
-                 if segment == all_segments[row].tolist())
-        raise InputError(f"degenerate ground-truth segment {all_segments[row].tolist()} "
-                         f"(reversed, zero-length or not finite)", video=video.video_id,
-                         field=f"annotations[{i}].segment")
-    try:
-        class_index = np.fromiter((class_position[label] for label in labels), dtype=np.int64,
-                                  count=len(labels))
-    except KeyError as exc:
-        row = labels.index(exc.args[0])
-        raise InputError(f"ground-truth label {exc.args[0]!r} is not in the class list",
-                         video=videos[int(video_index[row])].video_id,
-                         field="annotations.label") from None
-    return GroundTruthArrays(videos=video_index, classes=class_index, segments=all_segments,
-                              duplicates_removed=removed)
-
-
-def _check_video_overlap(predictions: Predictions, pred_video_of_id: np.ndarray) -> None:
-    """Reject detections none of which lies on an evaluated video (wrong subset or id prefix)."""
-    has_detections = np.bincount(predictions.video_index,
-                                 minlength=len(predictions.video_ids)) > 0
-    if has_detections.any() and not (has_detections & (pred_video_of_id >= 0)).any():
-        examples = [predictions.video_ids[i] for i in np.flatnonzero(has_detections)[:3]]
-        raise InputError(f"none of the {int(has_detections.sum())} videos with detections is "
-                         f"among the evaluated videos (e.g. {examples}); wrong subset or video-id "
-                         f"prefix (such as 'v_')?", field="results")
-
-
-def _segment_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Row-wise tIoU (official formula, no epsilon) of (P, 2) and (P, 2) positive-length pairs."""
-    inter = np.clip(np.minimum(pred[:, 1], gt[:, 1]) - np.maximum(pred[:, 0], gt[:, 0]), 0, None)
-    return inter / ((pred[:, 1] - pred[:, 0]) + (gt[:, 1] - gt[:, 0]) - inter)
-
-
-def _match(gt: GroundTruthArrays, pred_video: np.ndarray, pred_class: np.ndarray,
-           pred_segments: np.ndarray, pred_scores: np.ndarray, pred_order: np.ndarray,
-           thresholds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Greedy per-threshold matching; returns the (M, T) true-positive matrix."""
-    num_thresholds = thresholds.size
-    true_positive = np.zeros((pred_scores.size, num_thresholds), dtype=bool)
-    if pred_scores.size == 0 or gt.classes.size == 0:
-        return true_positive
-    # (video, class) groups of the ground truth; slots in annotation order
-    gt_keys = gt.videos * num_classes + gt.classes
-    gt_sorted = np.argsort(gt_keys, kind="stable")
-    group_keys, group_start, group_size = np.unique(gt_keys[gt_sorted], return_index=True,
-                                                    return_counts=True)
-    grouped_gt_segments = gt.segments[gt_sorted]  # (G, 2), group after group
-
-    # predictions that share a (video, class) group with some ground truth
-    pred_keys = np.where(pred_video >= 0, pred_video * num_classes + pred_class, -1)
-    group = np.searchsorted(group_keys, pred_keys)
-    has_group = (pred_keys >= 0) & (group < group_keys.size)
-    has_group[has_group] = group_keys[group[has_group]] == pred_keys[has_group]
-    candidates = np.flatnonzero(has_group)
-    if candidates.size == 0:
-        return true_positive
-    candidate_group = group[candidates]
-
-    # tIoU of every (candidate, instance of its group) pair - no padding to the largest group
-    pair_count = group_size[candidate_group]  # (C,)
-    pair_first = np.cumsum(pair_count) - pair_count
-    pair_candidate = np.repeat(np.arange(candidates.size), pair_count)  # (P,)
-    pair_slot = np.arange(pair_candidate.size) - pair_first[pair_candidate]
-    pair_iou = _segment_iou(pred_segments[candidates[pair_candidate]],
-                            grouped_gt_segments[group_start[candidate_group][pair_candidate]
-                                                + pair_slot])
-    # candidates whose best tIoU misses the lowest threshold are FP everywhere and lock nothing
-    reachable = np.maximum.reduceat(pair_iou, pair_first) >= thresholds.min()
-    if not reachable.any():
-        return true_positive
-    row_of_candidate = np.cumsum(reachable) - 1
-    kept_pair = reachable[pair_candidate]
-    iou = np.full((int(reachable.sum()), int(group_size.max())), -1.0)  # (R, S); -1: no slot
-    iou[row_of_candidate[pair_candidate[kept_pair]], pair_slot[kept_pair]] = pair_iou[kept_pair]
-    candidates, candidate_group = candidates[reachable], candidate_group[reachable]
-
-    # rank of each candidate within its group: by descending score, ties in input order
-    order = np.lexsort((pred_order[candidates], -pred_scores[candidates], candidate_group))
-    sorted_group = candidate_group[order]
-    first_of_group = np.r_[True, sorted_group[1:] != sorted_group[:-1]]
-    group_first_position = np.maximum.accumulate(np.where(first_of_group,
-                                                          np.arange(order.size), 0))
-    rank = np.arange(order.size) - group_first_position
-    by_rank = order[np.argsort(rank, kind="stable")]  # candidate positions, rank 0 first
-    rank_sizes = np.bincount(rank)
-
-    locked = np.zeros((group_keys.size, iou.shape[1], num_thresholds), dtype=bool)
-    threshold_index = np.arange(num_thresholds)
-    start = 0
-    for size in rank_sizes:  # one step per rank; groups within a step are distinct
-        step = by_rank[start:start + size]
-        start += size
-        step_groups = candidate_group[step]
-        step_iou = iou[step]  # (n, S)
-        free = (step_iou[:, :, None] >= thresholds) & ~locked[step_groups]  # (n, S, T)
-        best_slot = np.argmax(np.where(free, step_iou[:, :, None], -np.inf), axis=1)  # (n, T)
-        matched = free.any(axis=1)  # (n, T)
-        row, column = np.nonzero(matched)
-        locked[step_groups[row], best_slot[row, column], threshold_index[column]] = True
-        true_positive[candidates[step]] = matched
-    return true_positive
-
-
-def _average_precision(pred_class: np.ndarray, pred_scores: np.ndarray, pred_order: np.ndarray,
-                       true_positive: np.ndarray, npos: np.ndarray,
-                       num_thresholds: int) -> np.ndarray:
-    """All-point interpolated AP per class and threshold, shape (K, T)."""
-    ap = np.zeros((npos.size, num_thresholds))
-    if pred_scores.size == 0:
-        return ap
-    order = np.lexsort((pred_order, -pred_scores, pred_class))
-    ranked_class = pred_class[order]
-    ranked_tp = true_positive[order].astype(np.float64)  # (M, T)
-    class_bounds = np.searchsorted(ranked_class, np.arange(npos.size + 1))
-    for k in np.flatnonzero(npos > 0):
-        lo, hi = class_bounds[k], class_bounds[k + 1]
-        if lo == hi:
-            continue
-        cum_tp = np.cumsum(ranked_tp[lo:hi], axis=0)  # (n, T)
-        precision = cum_tp / np.arange(1, hi - lo + 1)[:, None]
-        recall = cum_tp / npos[k]
-        # precision made non-increasing from the right (interpolation)
-        interpolated = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
-        recall_step = np.diff(recall, axis=0, prepend=0.0)  # > 0 exactly at true positives
-        ap[k] = np.sum(recall_step * interpolated, axis=0)
-    return ap

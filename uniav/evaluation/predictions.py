@@ -10,26 +10,33 @@ the field, e.g. ``detections[3].segment``): every detection is an object with a 
 finite numbers with ``t1 > t0`` (reversed and zero-length segments are rejected - the official
 script silently scores them as matches), a string ``label`` and a finite numeric ``score``.
 Booleans are not numbers here (``"score": true`` is refused as ``"label": 3`` is), and a video id
-given twice in ``results`` is refused by the JSON reader (:func:`uniav.fileio.load_json_file`).
+given twice in ``results`` is refused when the file is read
+(:func:`uniav.evaluation.results_file.load_predictions`).
 Segments sticking out of their video are the evaluation's business (clipped or ignored, and
 counted: :mod:`uniav.evaluation.detection`).
 Labels are *not* checked against a class list here: unknown labels are counted and reported by
 the evaluator, never remapped.
 
-Checks run vectorised over all detections; only when one fails is the offending detection
-located one by one, so loading an ActivityNet-sized file costs little more than parsing it.
+Checks run vectorised over all detections (the structure with C loops over the columns, the
+values with numpy); only when one fails is the offending detection located one by one, so
+validating an ActivityNet-sized file costs little next to reading it.  Files are read by
+:func:`uniav.evaluation.results_file.load_predictions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from uniav.errors import InputError
-from uniav.fileio import load_json_file
+
+#: video ids, detections per video, segments (N, 2), scores (N,), labels (N strings)
+_Columns = tuple[list[str], list[int], np.ndarray, np.ndarray, list[str]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,40 +107,13 @@ class Predictions:
         if not isinstance(results, Mapping):
             raise InputError(f"'results' must map video ids to lists of detections, got "
                              f"{type(results).__name__}", file=file, field="results")
-        video_ids, counts = [], []
-        segments: list[Any] = []
-        scores: list[Any] = []
-        labels: list[Any] = []
-        for video, detections in results.items():
-            if not isinstance(video, str):
-                raise InputError(f"video ids must be strings, got {video!r}", file=file,
-                                 field="results")
-            if not isinstance(detections, list):
-                raise InputError(f"expected a list of detections, got "
-                                 f"{type(detections).__name__}", file=file, video=video,
-                                 field="detections")
-            try:
-                segments.extend([d["segment"] for d in detections])
-                scores.extend([d["score"] for d in detections])
-                labels.extend([d["label"] for d in detections])
-            except (KeyError, TypeError):
-                _locate_malformed(video, detections, file)
-                raise  # pragma: no cover - _locate_malformed always raises here
-            video_ids.append(video)
-            counts.append(len(detections))
+        columns = _plain_columns(results)
+        if columns is None:  # something unusual, maybe wrong: one by one, naming the first fault
+            columns = _columns_one_by_one(results, file)
+        video_ids, counts, segment_array, score_array, labels = columns
         video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
-        segment_array = _numeric(segments, (len(segments), 2))
-        score_array = _numeric(scores, (len(scores),))
-        if (segment_array is None or score_array is None or _any_bool(scores)
-                or _any_bool(value for segment in segments for value in segment)):
-            _locate_from_flat(results, video_ids, counts, file)
-        if not all(type(label) is str for label in labels):
-            _locate_from_flat(results, video_ids, counts, file)
-        label_names = tuple(dict.fromkeys(labels))
-        lookup = {name: i for i, name in enumerate(label_names)}
-        label_index = np.fromiter((lookup[label] for label in labels), dtype=np.int64,
-                                  count=len(labels))
-        return cls._checked(tuple(video_ids), video_index, segment_array, score_array,
+        label_names, label_index = index_labels(labels)
+        return cls.from_columns(tuple(video_ids), video_index, segment_array, score_array,
                             label_names, label_index, file=file)
 
     @classmethod
@@ -185,7 +165,7 @@ class Predictions:
             label_parts.extend(str(label) for label in labels.tolist())
         label_names = tuple(dict.fromkeys(label_parts))
         lookup = {name: i for i, name in enumerate(label_names)}
-        return cls._checked(
+        return cls.from_columns(
             tuple(video_ids), np.repeat(np.arange(len(video_ids), dtype=np.int64), counts),
             np.concatenate(segment_parts) if segment_parts else np.zeros((0, 2)),
             np.concatenate(score_parts) if score_parts else np.zeros(0), label_names,
@@ -193,10 +173,16 @@ class Predictions:
                         count=len(label_parts)), file=None)
 
     @classmethod
-    def _checked(cls, video_ids: tuple[str, ...], video_index: np.ndarray, segments: np.ndarray,
-                 scores: np.ndarray, label_names: tuple[str, ...], label_index: np.ndarray, *,
-                 file: str | Path | None) -> "Predictions":
-        """Vectorised value checks; the first failure is reported with its video and index."""
+    def from_columns(cls, video_ids: tuple[str, ...], video_index: np.ndarray,
+                     segments: np.ndarray, scores: np.ndarray, label_names: tuple[str, ...],
+                     label_index: np.ndarray, *, file: str | Path | None = None
+                     ) -> "Predictions":
+        """Build from the columns (the attributes, detections grouped video by video), checking
+        the values vectorised: finite segments, not reversed, not zero-length, finite scores.
+
+        Raises:
+            InputError: the first failure, naming ``file``, the video and ``detections[i]``.
+        """
         starts = np.zeros(len(video_ids), dtype=np.int64)
         np.cumsum(np.bincount(video_index, minlength=len(video_ids))[:-1], out=starts[1:])
 
@@ -225,23 +211,90 @@ class Predictions:
 
 
 def load_predictions(path: str | Path) -> Predictions:
-    """Read and validate an ActivityNet results JSON file.
+    """Read and validate an ActivityNet results file: see
+    :func:`uniav.evaluation.results_file.load_predictions` (kept here for existing imports)."""
+    from uniav.evaluation.results_file import load_predictions as read_results_file
 
-    Args:
-        path: the file (``{"results": {video: [{"segment", "label", "score"}, ...]}}``).
+    return read_results_file(path)
 
-    Returns:
-        The :class:`Predictions`.
 
-    Raises:
-        InputError: missing file, invalid JSON, no ``results`` mapping, a malformed detection.
+def index_labels(labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Distinct labels in order of first appearance, and the index of each label into them."""
+    label_names = tuple(dict.fromkeys(labels))
+    lookup = {name: i for i, name in enumerate(label_names)}
+    return label_names, np.fromiter(map(lookup.__getitem__, labels), dtype=np.int64,
+                                    count=len(labels))
+
+
+def _plain_columns(results: Mapping[str, Any]) -> _Columns | None:
+    """The columns of results in the plain layout, checked by C loops; None for anything else.
+
+    Plain: string video ids, lists of dict detections holding ``segment`` (a list of two int or
+    float numbers), ``label`` (a string) and ``score`` (an int or float).  Whatever passes here
+    gives exactly what :func:`_columns_one_by_one` gives.
     """
-    path = Path(path)
-    data = load_json_file(path, missing="predictions file not found")
-    if not isinstance(data, dict) or "results" not in data:
-        raise InputError("expected a JSON object with a 'results' mapping (ActivityNet results "
-                         "format)", file=path, field="results")
-    return Predictions.from_results(data["results"], file=path)
+    video_ids = list(results)
+    per_video = list(results.values())
+    if set(map(type, video_ids)) - {str} or set(map(type, per_video)) - {list}:
+        return None
+    detections = list(chain.from_iterable(per_video))
+    if not detections or set(map(type, detections)) != {dict}:
+        return None
+    try:
+        segments = list(map(itemgetter("segment"), detections))
+        labels = list(map(itemgetter("label"), detections))
+        scores = list(map(itemgetter("score"), detections))
+    except KeyError:
+        return None
+    if (set(map(type, segments)) != {list} or set(map(len, segments)) != {2}
+            or set(map(type, labels)) != {str}):
+        return None
+    bound_types = set(map(type, chain.from_iterable(segments)))
+    score_types = set(map(type, scores))
+    if not (bound_types <= {float, int} and score_types <= {float, int}):
+        return None  # booleans, strings, null, ...: one by one
+    n = len(detections)
+    segment_array = (np.array(list(chain.from_iterable(segments)), dtype=np.float64)
+                     .reshape(n, 2) if bound_types == {float}
+                     else _numeric(segments, (n, 2)))
+    score_array = (np.array(scores, dtype=np.float64) if score_types == {float}
+                   else _numeric(scores, (n,)))
+    if segment_array is None or score_array is None:
+        return None
+    return video_ids, list(map(len, per_video)), segment_array, score_array, labels
+
+
+def _columns_one_by_one(results: Mapping[str, Any], file: str | Path | None) -> _Columns:
+    """The columns of results, detection by detection; raises for the first malformed one."""
+    video_ids, counts = [], []
+    segments: list[Any] = []
+    scores: list[Any] = []
+    labels: list[Any] = []
+    for video, detections in results.items():
+        if not isinstance(video, str):
+            raise InputError(f"video ids must be strings, got {video!r}", file=file,
+                             field="results")
+        if not isinstance(detections, list):
+            raise InputError(f"expected a list of detections, got "
+                             f"{type(detections).__name__}", file=file, video=video,
+                             field="detections")
+        try:
+            segments.extend([d["segment"] for d in detections])
+            scores.extend([d["score"] for d in detections])
+            labels.extend([d["label"] for d in detections])
+        except (KeyError, TypeError):
+            _locate_malformed(video, detections, file)
+            raise  # pragma: no cover - _locate_malformed always raises here
+        video_ids.append(video)
+        counts.append(len(detections))
+    segment_array = _numeric(segments, (len(segments), 2))
+    score_array = _numeric(scores, (len(scores),))
+    if (segment_array is None or score_array is None or _any_bool(scores)
+            or _any_bool(chain.from_iterable(segments))):
+        _locate_from_flat(results, video_ids, counts, file)
+    if set(map(type, labels)) - {str}:
+        _locate_from_flat(results, video_ids, counts, file)
+    return video_ids, counts, segment_array, score_array, labels
 
 
 def _numeric(values: list[Any], shape: tuple[int, ...]) -> np.ndarray | None:
@@ -287,9 +340,9 @@ def _locate_malformed(video: str, detections: list[Any], file: str | Path | None
                              file=file, video=video, field=f"{where}.label")
 
 
-def _any_bool(values: Any) -> bool:
+def _any_bool(values: Iterable[Any]) -> bool:
     """Whether any of ``values`` is a boolean (numpy would take ``True`` for 1.0)."""
-    return any(type(value) is bool for value in values)
+    return bool in set(map(type, values))
 
 
 def _is_number(value: Any) -> bool:

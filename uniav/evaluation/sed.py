@@ -45,7 +45,7 @@ import numpy as np
 
 from uniav.data.annotations import VideoAnnotation
 from uniav.errors import InputError
-from uniav.evaluation.detection import GroundTruth, ground_truth_arrays, prepare_inputs
+from uniav.evaluation.inputs import GroundTruth, ground_truth_arrays, prepare_inputs
 from uniav.evaluation.predictions import Predictions
 
 LOGGER = logging.getLogger(__name__)
