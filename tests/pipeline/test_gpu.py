@@ -49,3 +49,19 @@ def test_exit_status_is_the_commands(tmp_path: Path) -> None:
     result = subprocess.run([*UNIAV, "gpu-slot", "--gpus", "1", "--lock-dir", str(tmp_path), "--",
                              sys.executable, "-c", "raise SystemExit(7)"], env=_env(), timeout=60)
     assert result.returncode == 7
+
+
+def test_a_multi_process_job_gets_all_its_devices_or_waits(tmp_path: Path) -> None:
+    pair = [*UNIAV, "gpu-slot", "--gpus", "3", "--count", "2", "--lock-dir", str(tmp_path), *SHOW]
+    single = [*UNIAV, "gpu-slot", "--gpus", "3", "--lock-dir", str(tmp_path), *SHOW]
+    first = subprocess.Popen(pair, stdout=subprocess.PIPE, text=True, env=_env())
+    second = subprocess.Popen(single, stdout=subprocess.PIPE, text=True, env=_env())
+    third = subprocess.Popen(pair, stdout=subprocess.PIPE, text=True, env=_env())
+    outputs = [p.communicate(timeout=60)[0].strip() for p in (first, second, third)]
+    assert all(p.returncode == 0 for p in (first, second, third))
+    # two GPUs for each pair job, never shared with a job running at the same time
+    assert sorted(len(o.split(",")) for o in outputs) == [1, 2, 2]
+    too_many = subprocess.run([*UNIAV, "gpu-slot", "--gpus", "1", "--count", "2", "--lock-dir",
+                               str(tmp_path), *SHOW], capture_output=True, text=True, env=_env(),
+                              timeout=60)
+    assert too_many.returncode != 0 and "2 GPUs asked, the machine has 1" in too_many.stderr

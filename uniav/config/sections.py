@@ -307,6 +307,9 @@ class TrainConfig:
     #: floor of the cosine decay (the released scheduler's eta_min is 1e-8)
     min_lr: NonNegativeFloat = 0.0
     num_workers: NonNegativeInt = 0
+    #: processes (one GPU each) of a training job run by the pipeline, under torchrun; the
+    #: global batch stays ``batch_size`` (each process takes its share)
+    processes: PositiveInt = 1
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     deterministic: bool = True

@@ -132,6 +132,14 @@ def load_annotations(path: str | Path, *, classes: list[str] | None = None,
     return AnnotationDB(path=path, classes=list(classes), videos=videos)
 
 
+def load_annotations_under(path: str | Path, policy: Any) -> AnnotationDB:
+    """:func:`load_annotations` as the data policy (``config.data``) says: what it accepts of
+    zero-length segments and segments sticking out of the video."""
+    return load_annotations(path, range_tolerance=policy.segment_tolerance,
+                            zero_length="error" if policy.zero_length_segments == "error"
+                            else "keep", past_duration=policy.segments_past_duration)
+
+
 def _label_ids(path: Path, data: dict[str, Any]) -> tuple[dict[str, int], set[str]]:
     """The ``label_id`` of each label that has one, and every label string of the file.
 

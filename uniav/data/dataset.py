@@ -47,7 +47,7 @@ import torch
 
 from uniav.config import DataPolicy, TaskSpec
 from uniav.data.annotations import (MIN_SEGMENT_LENGTH, VideoAnnotation, duplicate_mask,
-                                    load_annotations)
+                                    load_annotations_under)
 from uniav.data.batching import VideoItem, task_inputs
 from uniav.data.crops import filter_training_instances, holdout_split, sample_truncation
 from uniav.data.features import (MODALITIES, FeatureStore, MatrixInfo, layout_of, matrix_infos,
@@ -112,6 +112,9 @@ class LocalizationDataset:
             multi-task training); by default the store's metadata, else the split's own dims.
         preload: read and validate every video's features now.
         cache_bytes: bound of the feature cache (``None``: unbounded).
+        holdout: hold validation videos out of a training subset that has no validation
+            subset (``False`` when validation reads the test split, as the released protocol
+            does: the whole training subset trains).
 
     Attributes:
         spec, split: as given.
@@ -131,15 +134,13 @@ class LocalizationDataset:
     def __init__(self, spec: TaskSpec, split: Split, *, seed: int,
                  policy: DataPolicy = DataPolicy(), remove_duplicate_gt: bool = True,
                  expected_dims: tuple[int, int] | None = None, preload: bool = True,
-                 cache_bytes: int | None = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int | None = DEFAULT_CACHE_BYTES, holdout: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.spec, self.split, self.seed, self.policy = spec, split, seed, policy
+        self.holdout = holdout
         data = spec.data
-        database = load_annotations(
-            data.annotations, range_tolerance=policy.segment_tolerance,
-            zero_length="error" if policy.zero_length_segments == "error" else "keep",
-            past_duration=policy.segments_past_duration)
+        database = load_annotations_under(data.annotations, policy)
         self.annotation_file = database.path
         self.classes: list[str] = list(database.classes)
         if data.num_classes is not None and len(self.classes) != data.num_classes:
@@ -182,6 +183,11 @@ class LocalizationDataset:
         if subsets.validation is not None:
             return subset_of(subsets.train if split == "train" else subsets.validation)
         training = subset_of(subsets.train)
+        if not self.holdout:
+            if split == "validation":
+                raise ConfigError(f"{self._config_key('subsets.validation')}: no validation "
+                                  f"subset and no hold-out (validation reads the test split)")
+            return training
         fraction = self.spec.data.holdout_fraction
         if not 0.0 < fraction < 1.0:
             raise ConfigError(f"{self._config_key('holdout_fraction')}: must be in (0, 1), "
@@ -290,7 +296,8 @@ class LocalizationDataset:
                 self.report.add("videos_adjusted.av_length_mismatch", video=video.video_id)
             steps = min(visual.shape[0], audio.shape[0])
             expected = grid.expected_steps(video.duration)
-            deviation = steps - expected
+            # against the longer stream: cutting to the shorter is counted as a mismatch already
+            deviation = max(visual.shape[0], audio.shape[0]) - expected
             if abs(deviation) > length_limit(expected) and self.policy.duration_mismatch == "error":
                 swapped = (abs(visual.shape[1] - expected) <= LENGTH_WARN_STEPS
                            or abs(audio.shape[1] - expected) <= LENGTH_WARN_STEPS)

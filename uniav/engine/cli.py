@@ -140,9 +140,9 @@ def _class_count(config, task: str, fallback: int) -> int:
     if data.num_classes is not None:
         return data.num_classes
     if Path(data.annotations).is_file():
-        from uniav.data.annotations import load_annotations
+        from uniav.data.annotations import load_annotations_under
 
-        return len(load_annotations(data.annotations).classes)
+        return len(load_annotations_under(data.annotations, config.data).classes)
     return fallback
 
 

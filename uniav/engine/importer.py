@@ -30,11 +30,11 @@ LOGGER = logging.getLogger(__name__)
 
 def _class_names(config: Config, task: str, count: int) -> list[str]:
     """Class names of a paper task from its annotation file, when present."""
-    from uniav.data.annotations import load_annotations
+    from uniav.data.annotations import load_annotations_under
 
     path = Path(config.datasets.paper.tasks[task].annotations)
     if path.exists():
-        classes = load_annotations(path).classes
+        classes = load_annotations_under(path, config.data).classes
         if len(classes) != count:
             raise InputError(f"{len(classes)} classes in the annotations but {count} prompt rows",
                              file=path, field="classes")

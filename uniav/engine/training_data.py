@@ -48,13 +48,16 @@ def configure_torch(deterministic: bool, device: torch.device, threads: int | No
             torch.backends.cudnn.benchmark = False
 
 
-def open_dataset(config: Config, spec, split: str,
-                 expected_dims: tuple[int, int] | None = None) -> LocalizationDataset:
-    """A task's split as the configuration says: data policy, duplicates, cache, preloading."""
+def open_dataset(config: Config, spec, split: str, expected_dims: tuple[int, int] | None = None,
+                 validation_split: str = "validation") -> LocalizationDataset:
+    """A task's split as the configuration says: data policy, duplicates, cache, preloading;
+    with ``validation_split="test"`` (the released protocol) no videos are held out of the
+    training subset."""
     return LocalizationDataset(spec, split, seed=config.seed, policy=config.data,
                                remove_duplicate_gt=config.eval.remove_duplicate_gt,
                                expected_dims=expected_dims, preload=spec.data.preload_features,
-                               cache_bytes=spec.data.feature_cache_mb * 2**20)
+                               cache_bytes=spec.data.feature_cache_mb * 2**20,
+                               holdout=validation_split != "test")
 
 
 def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: Path | None
@@ -71,10 +74,11 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
     dims = (paper.feature_dim,) * 2 if config.benchmark == "paper" else None
     for task in experiment.tasks:
         spec = experiment.specs[task]
-        train = open_dataset(config, spec, "train", dims)
-        dims = dims or train.dims
         # the released protocol validates on the test split (train.validation_split: test)
-        validation = open_dataset(config, spec, experiment.train.validation_split, dims)
+        on = experiment.train.validation_split
+        train = open_dataset(config, spec, "train", dims, on)
+        dims = dims or train.dims
+        validation = open_dataset(config, spec, on, dims, on)
         prompts = None
         if prompts_dir is not None:
             from uniav.prepare.prompts import load_prompt_embeddings

@@ -35,6 +35,7 @@ Clips and classes:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import types
@@ -42,6 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from uniav.data.annotations import VideoAnnotation
 from uniav.errors import InputError
 from uniav.evaluation.detection import GroundTruth, ground_truth_arrays, prepare_inputs
 from uniav.evaluation.predictions import Predictions
@@ -166,8 +168,9 @@ def sed_extras(ground_truth: GroundTruth, predictions: Predictions | Mapping[str
             evaluated clip has a ground-truth event (the metrics are undefined).
     """
     clips, predictions, classes = prepare_inputs(ground_truth, predictions, classes, subset)
+    clips, zero_length_events = _without_zero_length(clips)
     ground_truth_arrays(clips, {name: i for i, name in enumerate(classes)},
-                         remove_duplicates=False, tolerance=0.0)  # validation only
+                        remove_duplicates=False, tolerance=0.0)  # validation only
     scored_classes = [name for name in classes if any(name in clip.labels for clip in clips)]
     if not scored_classes:
         raise InputError("no evaluated clip has a ground-truth event; SED metrics are undefined",
@@ -252,11 +255,27 @@ def sed_extras(ground_truth: GroundTruth, predictions: Predictions | Mapping[str
         "clips_without_gt_events": len(clips) - len(with_events),
         "psds_clips": len(with_events),
         "gt_events_merged": gt_events_merged,
+        "gt_zero_length_events_dropped": zero_length_events,
         "classes_scored": scored_classes,
         "detections_scored": int(rows.size),
         "ignored_predictions": ignored,
         "library": f"sed_scores_eval {_version('sed_scores_eval')}",
     }
+
+
+def _without_zero_length(clips: list[VideoAnnotation]) -> tuple[list[VideoAnnotation], int]:
+    """The clips without zero-length events (kept as ground truth by the released data policy;
+    an event of no duration cannot be detected, and sed_scores_eval refuses it), and how many
+    were left out."""
+    out, dropped = [], 0
+    for clip in clips:
+        segments = np.asarray(clip.segments, dtype=np.float64).reshape(-1, 2)
+        keep = segments[:, 1] - segments[:, 0] > 0
+        dropped += int(np.count_nonzero(~keep))
+        out.append(clip if keep.all() else dataclasses.replace(
+            clip, segments=segments[keep],
+            labels=tuple(label for label, kept in zip(clip.labels, keep) if kept)))
+    return out, dropped
 
 
 def _f1(tp: int, fp: int, fn: int) -> float:

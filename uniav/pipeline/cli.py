@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from uniav.argtypes import non_negative_int
+from uniav.argtypes import non_negative_int, positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import InputError
 
@@ -45,7 +45,10 @@ def _gpu_slot(args: argparse.Namespace) -> int:
     except OSError as exc:  # a file there, no permission, ...
         raise InputError(f"cannot use it as the lock directory ({exc.strerror or exc})",
                          file=args.lock_dir, field="--lock-dir") from None
-    exec_in_gpu_slot(command, lock_dir=args.lock_dir, gpus=args.gpus)
+    try:
+        exec_in_gpu_slot(command, lock_dir=args.lock_dir, gpus=args.gpus, count=args.count)
+    except ValueError as exc:  # more GPUs asked than there are
+        raise InputError(str(exc), field="--count") from None
     return 0  # pragma: no cover - exec does not return
 
 
@@ -63,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=non_negative_int, default=None,
                    help="number of GPUs (default: count `nvidia-smi -L` lines)")
     # dest gpu_command: "command" is the top-level parser's dest for the sub-command's name
+    p.add_argument("--count", type=positive_int, default=1,
+                   help="GPUs the command needs, e.g. one per torchrun process (default: 1)")
     p.add_argument("gpu_command", metavar="command", nargs=argparse.REMAINDER,
                    help="-- COMMAND [ARGS...]")
     p.set_defaults(handler=_gpu_slot)

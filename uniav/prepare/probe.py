@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from uniav.config import Config
-from uniav.data.annotations import VideoAnnotation, load_annotations
+from uniav.data.annotations import VideoAnnotation, load_annotations, load_annotations_under
 from uniav.data.features import FeatureStore, layout_of
 from uniav.fileio import load_json_file
 from uniav.grid import TimeGrid
@@ -129,7 +129,8 @@ def probe_task(config: Config, task: str, *, seed: int = 0) -> dict[str, Any]:
     arrays = probe_arrays(config, task)
     train, test = arrays["train"], arrays["test"]
     keep_train, keep_test = train["labels"] != AMBIGUOUS, test["labels"] != AMBIGUOUS
-    num_classes = len(load_annotations(config.task_spec(task).data.annotations).classes)
+    num_classes = len(load_annotations_under(config.task_spec(task).data.annotations,
+                                             config.data).classes)
     result: dict[str, Any] = {"classes": num_classes,
                               "chance_balanced_accuracy": 1.0 / (num_classes + 1),
                               "train_steps": int(keep_train.sum()),

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from uniav.config import Config
-from uniav.data.annotations import load_annotations
+from uniav.data.annotations import load_annotations_under
 from uniav.errors import ConfigError, InputError
 from uniav.fileio import atomic_path, atomic_write_json, read_json_object
 
@@ -196,7 +196,7 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
         The written (or kept) ``<task>.npy``.
     """
     spec = config.task_spec(task)
-    classes = load_annotations(spec.data.annotations).classes
+    classes = load_annotations_under(spec.data.annotations, config.data).classes
     if not classes:
         raise InputError("the annotation file lists no classes", file=spec.data.annotations,
                          field="classes")

@@ -11,6 +11,7 @@ from uniav.config.cli import add_config_arguments, config_from_args
 
 LOGGER = logging.getLogger(__name__)
 
+
 def _tables(args: argparse.Namespace) -> int:
     from uniav.report.tables import table_experiments, write_summary, write_tables
 
@@ -18,8 +19,7 @@ def _tables(args: argparse.Namespace) -> int:
     written = write_tables(config, args.metrics_dir, args.output_dir, args.published)
     for path in written:
         print(f"wrote {path}")
-    summary = args.summary or Path(args.metrics_dir) / "summary.json"
-    print(f"wrote {write_summary(config, args.metrics_dir, summary, table_experiments(config))}")
+    print(f"wrote {write_summary(config, args.metrics_dir, args.summary, table_experiments(config))}")
     if config.tracking.enabled and not args.no_tracking:
         _publish_tables(config, written)
     return 0
@@ -59,15 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "and the flat summary.json from the metrics JSON "
                                              "files")
     add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics",
+    p.add_argument("--metrics-dir", default="results/metrics/experiments",
                    help="directory of <experiment>.json (default: %(default)s)")
     p.add_argument("--output-dir", default="results/tables", help="default: %(default)s")
     p.add_argument("--published", default=None, metavar="PATH",
                    help="published-numbers file to show alongside (default: tables.published "
                         "when benchmark is paper)")
-    p.add_argument("--summary", default=None, metavar="PATH",
-                   help="the flat DVC metrics file: {experiment: {task: {metric: number}}} of "
-                        "the table experiments (default: <metrics-dir>/summary.json)")
+    p.add_argument("--summary", default="results/metrics/summary.json", metavar="PATH",
+                   help="the flat DVC metrics file: {experiment: {task: average mAP}} of the "
+                        "table experiments (default: %(default)s)")
     p.add_argument("--no-tracking", action="store_true",
                    help="do not put the tables into the MLflow experiment's description")
     p.set_defaults(handler=_tables)
@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("figures", help="training curves, per-class AP and prediction "
                                               "timelines")
     add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics", help="default: %(default)s")
+    p.add_argument("--metrics-dir", default="results/metrics/experiments",
+                   help="directory of <experiment>.json (default: %(default)s)")
     p.add_argument("--models-dir", default="results/models",
                    help="directory of <experiment>/training.json (default: %(default)s)")
     p.add_argument("--predictions-dir", default="results/predictions",

@@ -21,13 +21,12 @@ docs/pipeline.md ("MLflow") describes the layout, the steps and the tags.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from uniav.fileio import atomic_write_json, read_json_object
+from uniav.fileio import atomic_write_json, load_json_file, parse_json_text, read_json_object
 from uniav.tracking.outputs import MODEL_ID_TAG, log_figures, log_weights_model
 from uniav.tracking.signals import is_interruption, signals_raise
 from uniav.tracking.source import source_tags
@@ -73,7 +72,7 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
 
         with safe_open(str(path), framework="numpy") as handle:
             raw = handle.metadata() or {}
-        return {key: json.loads(value) for key, value in raw.items()}
+        return {key: parse_json_text(value, file=path) for key, value in raw.items()}
     except Exception:  # noqa: BLE001 - any unreadable file: no metadata
         return {}
 
@@ -199,7 +198,7 @@ class TrainingRun(_Delegate):
         tracker = self.tracker
         if not isinstance(tracker, MlflowTracker):
             return
-        training = json.loads(Path(result.history).read_text(encoding="utf-8"))
+        training = load_json_file(result.history)
         step = weights_iteration(training)
         tracker.log_metrics({"val/best_mean_average_mAP": result.best_metric}, step=step)
         tracker.set_tags({"best_epoch": str(training.get("best_epoch")),

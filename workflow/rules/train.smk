@@ -3,7 +3,8 @@
 # killed job keeps them and its rerun resumes; a job that finished removes them, so a later
 # rerun (new inputs, --forcerun) trains afresh instead of "resuming" a finished run.
 # `uniav gpu-slot` gives concurrent local jobs distinct GPUs (a no-op without GPUs or under a
-# scheduler that sets CUDA_VISIBLE_DEVICES).
+# scheduler that sets CUDA_VISIBLE_DEVICES); with train.processes > 1 a job runs under torchrun
+# with one process per GPU and requests that many.
 
 
 rule train:
@@ -19,17 +20,18 @@ rule train:
         output_dir=model_dir,
         work_dir=checkpoint_dir,
         prompts_dir=prompts_dir_param,
+        launcher=train_launcher,
     log:
         "logs/train/{experiment}.log",
     benchmark:
         "benchmarks/train_{experiment}.tsv"
     threads: 4
     resources:
-        gpu=1,
+        gpu=train_gpus,
     conda:
         UNIAV_ENV
     shell:
-        "uniav gpu-slot -- uniav train --config {params.config}"
+        "uniav gpu-slot --count {resources.gpu} -- {params.launcher} train --config {params.config}"
         " --experiment {wildcards.experiment} --output-dir {params.output_dir}"
         " --work-dir {params.work_dir} --prompts-dir {params.prompts_dir}"
         " --threads {threads} > {log} 2>&1"
