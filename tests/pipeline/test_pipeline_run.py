@@ -100,25 +100,44 @@ def test_figures_were_written(pipeline_project: PipelineRun) -> None:
         assert (figures / "timelines" / f"{task}.png").stat().st_size > 1000
 
 
-def test_mlflow_has_every_run_with_metrics(pipeline_project: PipelineRun) -> None:
+def test_mlflow_has_one_complete_run_per_experiment(pipeline_project: PipelineRun) -> None:
+    """Training and evaluation write into one run per experiment: settings, curves, test mAP,
+    weights (a logged model) and the code's commit; the tables are the experiment's
+    description."""
+    from mlflow.tracking import MlflowClient
+
+    root = pipeline_project.root
     runs = {run.info.run_name: run for run in pipeline_project.runs}
-    assert len(pipeline_project.runs) == 2 * len(EXPERIMENTS), sorted(runs)
+    assert sorted(runs) == sorted(EXPERIMENTS), sorted(runs)
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     for name, tasks in EXPERIMENTS.items():
-        train, evaluate = runs[f"{name}/train"], runs[f"{name}/evaluate"]
-        assert train.info.status == "FINISHED" and evaluate.info.status == "FINISHED"
-        assert "val/best_mean_average_mAP" in train.data.metrics
-        assert train.data.tags["experiment"] == name
+        run = runs[name]
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED" and tags["evaluation.status"] == "FINISHED"
+        assert tags["experiment"] == name and tags["mlflow.runName"] == name
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
+        assert {"seed", "config_hash", "protocol", "mlflow.source.name"} <= set(tags)
+        assert params["experiment.name"] == name and params["seed"] == tags["seed"]
+        assert params["experiment.train.epochs"] == "1"
+        assert "val/best_mean_average_mAP" in metrics
+        results = json.loads((root / "results" / "metrics" / "experiments"
+                              / f"{name}.json").read_text())
         for task in tasks:
-            assert f"val/{task}/average_mAP" in train.data.metrics
-            metrics = json.loads((pipeline_project.root / "results" / "metrics" / "experiments"
-                                  / f"{name}.json").read_text())
-            assert evaluate.data.metrics[f"test/{task}/average_mAP"] == pytest.approx(
-                metrics["tasks"][task]["average_mAP"])
+            assert f"train/{task}/final_loss" in metrics
+            assert f"val/{task}/average_mAP" in metrics
+            assert metrics[f"test/{task}/average_mAP"] == pytest.approx(
+                results["tasks"][task]["average_mAP"])
+        (output,) = run.outputs.model_outputs
+        assert output.model_id == tags["uniav.model_id"]
+        artifacts = {info.path for info in client.list_logged_model_artifacts(output.model_id)}
+        assert "model.safetensors" in artifacts
+    experiment = client.get_experiment(pipeline_project.runs[0].info.experiment_id)
+    # the main table's UniAV row (the Markdown pads its cells)
+    assert re.search(r"(?m)^\| UniAV +\|", experiment.tags["mlflow.note.content"])
 
 
 def test_parallel_training_jobs_lost_no_run(pipeline_project: PipelineRun) -> None:
-    train_runs = sorted((r for r in pipeline_project.runs if r.info.run_name.endswith("/train")),
-                        key=lambda r: r.info.start_time)
+    train_runs = sorted(pipeline_project.runs, key=lambda r: r.info.start_time)
     overlapping = [(a.info.run_name, b.info.run_name)
                    for i, a in enumerate(train_runs) for b in train_runs[i + 1:]
                    if b.info.start_time < a.info.end_time]
@@ -258,8 +277,9 @@ def test_changing_train_epochs_reruns_train_onward_only(pipeline_project: Pipeli
         metrics = f"results/metrics/experiments/{name}.json"
         assert after[metrics] > before[metrics]
     assert after["results/tables/main.md"] > before["results/tables/main.md"]
-    train_runs = [r for r in mlflow_runs(root) if r.info.run_name.endswith("/train")]
-    assert len(train_runs) == 2 * len(EXPERIMENTS)
+    runs = mlflow_runs(root)  # a new run per experiment for the new settings
+    assert sorted(r.info.run_name for r in runs) == sorted(2 * list(EXPERIMENTS))
+    assert all(r.info.status == "FINISHED" for r in runs)
     assert re.search(r"(?m)^\s*synthesize\s+\d", result.stdout) is None
     assert "Nothing to be done" in run(["snakemake", "-n"], root, pipeline_project.env).stdout
 

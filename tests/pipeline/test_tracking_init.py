@@ -27,6 +27,12 @@ def test_creates_store_and_experiment_once(tmp_path: Path) -> None:
     assert f"tracking store {uri}" in first and "ready" in second
     experiments = MlflowClient(tracking_uri=uri).search_experiments()
     assert [e.name for e in experiments].count("pipeline-test") == 1
+    (experiment,) = [e for e in experiments if e.name == "pipeline-test"]
+    # the classic runs table, not the GenAI pages; artifacts beside the database
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert (f"runs table: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+            "?workflowType=machine_learning") in first
+    assert experiment.artifact_location == str(tmp_path / "mlruns" / "pipeline-test")
 
 
 def test_disabled_tracking_touches_nothing(tmp_path: Path) -> None:

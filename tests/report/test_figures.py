@@ -15,10 +15,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 HISTORY = {
-    "experiment": "uniav", "tasks": ["tal", "sed"], "best_epoch": 1,
+    "experiment": "uniav", "tasks": ["tal", "sed"], "first_epoch": 1, "best_epoch": 2,
     "history": [
-        {"epoch": 0, "iteration": 2, "lr": 0.001, "train_loss": {"tal": 2.0, "sed": 4.0}},
-        {"epoch": 1, "iteration": 4, "lr": 0.0005, "train_loss": {"tal": 1.0, "sed": 2.0},
+        {"epoch": 1, "iteration": 2, "lr": 0.001, "train_loss": {"tal": 2.0, "sed": 4.0}},
+        {"epoch": 2, "iteration": 4, "lr": 0.0005, "train_loss": {"tal": 1.0, "sed": 2.0},
          "val_average_mAP": {"tal": 0.25, "sed": 0.5}, "val_mean_average_mAP": 0.375,
          "gated": {"tal": False, "sed": False}},
     ]}
@@ -37,6 +37,14 @@ def test_curve_records_flatten_the_history(tmp_path: Path) -> None:
     path = write_curve_csv(HISTORY, tmp_path / "curves" / "uniav.csv")
     assert path.read_text().splitlines() == [
         ",".join(columns), "1,2,0.001,3,2,4,,,", "2,4,0.0005,1.5,1,2,0.375,0.25,0.5"]
+
+
+def test_histories_counting_epochs_from_0_give_the_same_curve() -> None:
+    """training.json written before `first_epoch` counted epochs from 0."""
+    old = {**HISTORY, "best_epoch": 1,
+           "history": [{**entry, "epoch": entry["epoch"] - 1} for entry in HISTORY["history"]]}
+    del old["first_epoch"]
+    assert curve_records(old) == curve_records(HISTORY)
 
 
 def test_combined_curves_have_every_experiment_and_task(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ def test_tables_command_writes_a_flat_summary(tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump(_raw(), sort_keys=False))
     assert main(["tables", "--config", str(params), "--metrics-dir", str(tmp_path / "metrics"),
                  "--output-dir", str(tmp_path / "tables"),
-                 "--summary", str(tmp_path / "summary.json")]) == 0
+                 "--summary", str(tmp_path / "summary.json"), "--no-tracking"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert _only_numbers(summary)
     # every experiment of a table row, experiment -> task -> average mAP (a few numbers: one

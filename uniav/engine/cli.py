@@ -22,52 +22,48 @@ def _threads(args: argparse.Namespace) -> int | None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from uniav.engine.distributed import shutdown
     from uniav.engine.trainer import Trainer
-    from uniav.tracking import git_commit, open_tracker
+    from uniav.tracking import TrainingRun
 
     config = config_from_args(args)
-    experiment = config.experiment(args.experiment)
-    tags = {"experiment": experiment.name, "job": "train", "tasks": ",".join(experiment.tasks),
-            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
     rank = int(os.environ.get("RANK", "0"))
-    with open_tracker(config.tracking.enabled and rank == 0 and not args.no_tracking,
-                      config.tracking.uri, config.tracking.experiment_name,
-                      f"{experiment.name}/train", tags) as tracker:
-        from uniav.engine.distributed import shutdown
-
-        trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
-                          work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=tracker,
-                          threads=_threads(args), progress=not args.no_progress)
-        try:
+    # one MLflow run per experiment, reopened by a resumed training (uniav/tracking/runs.py)
+    run = TrainingRun(config, args.experiment, work_dir=args.work_dir,
+                      enabled=config.tracking.enabled and rank == 0 and not args.no_tracking)
+    trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
+                      work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=run,
+                      threads=_threads(args), progress=not args.no_progress)
+    try:
+        with run.open(trainer):
             result = trainer.fit()
-        finally:
-            shutdown(trainer.context)
-        if result.finished and trainer.context.is_main:
-            tracker.log_metrics({"val/best_mean_average_mAP": result.best_metric})
-            tracker.log_artifact(result.history)
+            if result.finished and trainer.context.is_main:
+                run.log_result(result)
+    finally:
+        shutdown(trainer.context)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from uniav.engine.inference import check_evaluate_paths, evaluate_experiment
-    from uniav.tracking import git_commit, open_tracker
+    from uniav.tracking import EvaluationRun
 
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
-    tags = {"experiment": experiment.name, "job": "evaluate", "tasks": ",".join(experiment.tasks),
-            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
     check_evaluate_paths(config, args.experiment, config_path=args.config,
                          weights=args.weights, predictions_dir=args.predictions_dir,
                          metrics_path=args.metrics)
-    with open_tracker(config.tracking.enabled and not args.no_tracking, config.tracking.uri,
-                      config.tracking.experiment_name, f"{experiment.name}/evaluate",
-                      tags) as tracker:
+    # into the training's run when the weights name it (uniav/tracking/runs.py)
+    run = EvaluationRun(config, args.experiment, weights=args.weights, split=args.split,
+                        enabled=config.tracking.enabled and not args.no_tracking)
+    with run.open():
         summary = evaluate_experiment(config, args.experiment, weights=args.weights,
                                       predictions_dir=args.predictions_dir,
                                       metrics_path=args.metrics, split=args.split,
-                                      threads=_threads(args), tracker=tracker,
+                                      threads=_threads(args), tracker=run,
                                       progress=not args.no_progress,
                                       allow_other_experiment=args.allow_other_experiment)
+        run.log_result(summary, predictions_dir=args.predictions_dir)
     for task, metrics in summary["tasks"].items():
         print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}")
     return 0

@@ -264,12 +264,12 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
         summary["tasks"][task] = metrics
         trained = (metadata.get("data_report") or {}).get(task) or {}
         summary["data_report"][task] = {**trained, split: dataset.report.to_dict()}
-        flat = {f"test/{task}/average_mAP": metrics["average_mAP"]}
-        flat.update({f"test/{task}/mAP_{t:.2f}": v
+        flat = {f"{split}/{task}/average_mAP": metrics["average_mAP"]}
+        flat.update({f"{split}/{task}/mAP_{t:.2f}": v
                      for t, v in zip(metrics["thresholds"], metrics["mAP"])})
         for key, value in (metrics.get("sed") or {}).items():
             if isinstance(value, (int, float)):
-                flat[f"test/{task}/{key}"] = value
+                flat[f"{split}/{task}/{key}"] = value
         tracker.log_metrics(flat)
         LOGGER.info("%s %s: average mAP %.4f", experiment, task, metrics["average_mAP"])
     summary["config_hash"] = config_hash(summary["eval"])

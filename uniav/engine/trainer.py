@@ -14,7 +14,8 @@ Schedule of one run (docs/protocol.md has the released loop step by step)::
 Outputs: ``<output_dir>/model.safetensors`` (EMA weights of the best validation epoch, or of the
 last epoch with ``train.exported_weights: last_epoch``, with the model spec, class lists,
 feature metadata and data report as safetensors metadata) and ``<output_dir>/training.json``
-(history, selected epoch, data report, timings), both written when training finishes.
+(history, selected epoch, data report, timings; epochs counted from 1), both written when
+training finishes.
 Resumable checkpoints and the best weights so far live in ``work_dir`` (outside the Snakemake
 outputs, so a failed job keeps them); a killed run resumes exactly where its last checkpoint
 stopped.
@@ -214,6 +215,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.context.is_main:
+            self.tracker.flush()  # tracked steps never lag a checkpoint: a resume leaves no gap
             save_training_checkpoint(self.work_dir, self.state_dict(),
                                      name=f"iter_{self.iteration:07d}.pt")
         barrier(self.context)
@@ -256,7 +258,7 @@ class Trainer:
 
     def _end_of_epoch(self, epoch: int, train_losses: dict[str, list[float]]) -> None:
         train_cfg = self.experiment.train
-        record: dict[str, Any] = {"epoch": epoch, "iteration": self.iteration,
+        record: dict[str, Any] = {"epoch": epoch + 1, "iteration": self.iteration,
                                   "lr": self.step.lr,
                                   "train_loss": {t: float(np.mean(v)) if v else None
                                                  for t, v in train_losses.items()}}
@@ -276,10 +278,10 @@ class Trainer:
             if "raw" in values:
                 record["val_average_mAP_raw_model"] = values["raw"]
             logged = {f"val/{t}/average_mAP": v for t, v in selection.items()}
-            logged["val/mean_average_mAP"] = mean_val
-            self.tracker.log_metrics(logged, step=epoch)
+            logged.update({"val/mean_average_mAP": mean_val, "epoch": epoch + 1})
+            self.tracker.log_metrics(logged, step=self.iteration)
             if train_cfg.exported_weights == "best_validation" and mean_val > self.best_metric:
-                self.best_metric, self.best_epoch = mean_val, epoch
+                self.best_metric, self.best_epoch = mean_val, epoch + 1
                 self._export_best()
             if self.context.is_main:
                 LOGGER.info("epoch %d/%d: validation average mAP %s (best epoch %s)", epoch + 1,
@@ -287,7 +289,7 @@ class Trainer:
                             self.best_epoch)
         if train_cfg.exported_weights == "last_epoch" and epoch + 1 == self.total_epochs:
             self.best_metric = record.get("val_mean_average_mAP", math.nan)
-            self.best_epoch = epoch
+            self.best_epoch = epoch + 1
             self._export_best()
         self.history.append(record)
 
@@ -311,7 +313,7 @@ class Trainer:
                 "eval": to_plain(self.config.eval), "data_report": self.data_report,
                 "config_hash": self.config_hash, "best_epoch": self.best_epoch,
                 "exported_weights": self.experiment.train.exported_weights,
-                "best_validation_mAP": self.best_metric}
+                "best_validation_mAP": self.best_metric, "mlflow_run_id": self.tracker.run_id}
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -347,8 +349,9 @@ class Trainer:
             for task, result in results.items():
                 self.epoch_losses[task].append(result.losses["final_loss"])
                 step_metrics.update({f"train/{task}/{k}": v for k, v in result.losses.items()})
-            self.tracker.log_metrics(step_metrics, step=self.iteration)
             self.iteration += 1
+            # tracked step = iterations done, shared with validation (docs/pipeline.md, MLflow)
+            self.tracker.log_metrics(step_metrics, step=self.iteration)
             bar.update(1)
             self.elapsed = time.perf_counter() - started
             if self.iteration % self.iterations_per_epoch == 0:
@@ -387,7 +390,8 @@ class Trainer:
                 "experiment": self.experiment.name, "tasks": self.experiment.tasks,
                 "protocol": self.config.protocol, "config_hash": self.config_hash,
                 "exported_weights": self.experiment.train.exported_weights,
-                "best_epoch": self.best_epoch,
+                "first_epoch": 1, "best_epoch": self.best_epoch,
+                "mlflow_run_id": self.tracker.run_id,
                 "best_validation_mean_average_mAP": self.best_metric,
                 "iterations": self.iteration, "iterations_per_epoch": self.iterations_per_epoch,
                 "epochs": self.total_epochs, "seconds": round(self.elapsed, 2),

@@ -15,7 +15,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 def _tracking_init(args: argparse.Namespace) -> int:
-    from uniav.tracking import init_store, resolve_tracking_uri
+    from uniav.tracking import init_store, resolve_tracking_uri, runs_table_url
 
     config = config_from_args(args)
     if not config.tracking.enabled:
@@ -25,6 +25,8 @@ def _tracking_init(args: argparse.Namespace) -> int:
     experiment_id = init_store(uri, config.tracking.experiment_name, upgrade=True)
     print(f"tracking store {uri}: experiment {config.tracking.experiment_name!r} "
           f"(id {experiment_id}) ready")
+    base = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    print(f"runs table: {runs_table_url(experiment_id, base)}")
     return 0
 
 

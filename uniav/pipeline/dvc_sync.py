@@ -173,7 +173,7 @@ def dvc_status(root: Path, stages: list[str]) -> dict[str, Any]:
                             stderr=subprocess.PIPE, text=True)
     try:
         data = parse_json_text(result.stdout or "{}") if result.returncode == 0 else None
-    except InputError:
+    except InputError:  # not JSON
         data = None
     if not isinstance(data, dict):
         raise RuntimeError(f"`dvc status` failed ({result.returncode}): "

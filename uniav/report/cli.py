@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from uniav.argtypes import positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
+
+LOGGER = logging.getLogger(__name__)
+
 
 def _tables(args: argparse.Namespace) -> int:
     from uniav.report.tables import table_experiments, write_summary, write_tables
 
     config = config_from_args(args)
-    for path in write_tables(config, args.metrics_dir, args.output_dir, args.published):
+    written = write_tables(config, args.metrics_dir, args.output_dir, args.published)
+    for path in written:
         print(f"wrote {path}")
     print(f"wrote {write_summary(config, args.metrics_dir, args.summary, table_experiments(config))}")
+    if config.tracking.enabled and not args.no_tracking:
+        _publish_tables(config, written)
     return 0
+
+
+def _publish_tables(config, written: list[Path]) -> None:
+    """The tables as the MLflow experiment's description (an existing store only); a store
+    that cannot be reached is a warning: the tables are written already."""
+    from uniav.tracking import publish_tables
+
+    try:
+        experiment_id = publish_tables(config, [Path(p) for p in written])
+    except Exception as exc:  # noqa: BLE001 - any store failure
+        LOGGER.warning("tables not put into the MLflow experiment (%s: %s)",
+                       type(exc).__name__, exc)
+        return
+    if experiment_id is not None:
+        print(f"tables: description of MLflow experiment {config.tracking.experiment_name!r} "
+              f"(id {experiment_id})")
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -44,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", default="results/metrics/summary.json", metavar="PATH",
                    help="the flat DVC metrics file: {experiment: {task: average mAP}} of the "
                         "table experiments (default: %(default)s)")
+    p.add_argument("--no-tracking", action="store_true",
+                   help="do not put the tables into the MLflow experiment's description")
     p.set_defaults(handler=_tables)
 
     p = subparsers.add_parser("figures", help="training curves, per-class AP and prediction "

@@ -2,8 +2,9 @@
 
 Everything goes under one output directory (``results/figures/``):
 
-* ``curves/<experiment>.csv`` — the training curve as a flat table (one row per epoch: learning
-  rate, training loss per task and their mean, validation average mAP per task and their mean);
+* ``curves/<experiment>.csv`` — the training curve as a flat table (one row per epoch, counted
+  from 1: iterations done at its end - the MLflow step of its validation -, learning rate,
+  training loss per task and their mean, validation average mAP per task and their mean);
 * ``curves.csv`` — the same rows of every experiment in one table with an ``experiment`` column:
   DVC plots it (``dvc plots show``: validation mAP of all experiments in one plot, training loss
   in another);
@@ -113,11 +114,19 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
+def epoch_offset(training: dict[str, Any]) -> int:
+    """What to add to a history's epoch numbers to count from 1: ``training.json`` counts from
+    ``first_epoch`` (1; histories written before it existed counted from 0)."""
+    first = training.get("first_epoch", 0)
+    return 1 - first if isinstance(first, int) and not isinstance(first, bool) else 1
+
+
 def curve_records(training: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """Flatten a training history into per-epoch records.
 
     Returns:
-        ``(columns, records)``; columns are ``epoch`` (1-based), ``iteration``, ``lr``,
+        ``(columns, records)``; columns are ``epoch`` (counted from 1), ``iteration`` (done at
+        the epoch's end), ``lr``,
         ``train_loss`` (mean over the tasks' losses of that epoch), ``train_loss_<task>``,
         ``val_mean_average_mAP`` and ``val_average_mAP_<task>``; a value the epoch does not have
         (no validation that epoch) is ``None``.
@@ -129,13 +138,13 @@ def curve_records(training: dict[str, Any]) -> tuple[list[str], list[dict[str, A
                 tasks.append(task)
     columns = (["epoch", "iteration", "lr", "train_loss"] + [f"train_loss_{t}" for t in tasks]
                + ["val_mean_average_mAP"] + [f"val_average_mAP_{t}" for t in tasks])
-    records = []
+    records, offset = [], epoch_offset(training)
     for entry in training["history"]:
         losses = entry.get("train_loss") or {}
         vals = entry.get("val_average_mAP") or {}
         task_losses = [v for v in (_finite(losses.get(t)) for t in tasks) if v is not None]
         record: dict[str, Any] = {
-            "epoch": int(entry["epoch"]) + 1, "iteration": entry.get("iteration"),
+            "epoch": int(entry["epoch"]) + offset, "iteration": entry.get("iteration"),
             "lr": _finite(entry.get("lr")),
             "train_loss": float(np.mean(task_losses)) if task_losses else None,
             "val_mean_average_mAP": _finite(entry.get("val_mean_average_mAP"))}
@@ -198,8 +207,9 @@ def plot_training_curves(training: dict[str, Any], path: str | Path) -> Path:
         map_ax.plot(epochs, [100 * _nan(r["val_mean_average_mAP"]) for r in records], marker="s",
                     color="black", linestyle="--", label="mean")
     best = training.get("best_epoch")
-    if isinstance(best, int) and best >= 0:
-        map_ax.axvline(best + 1, color="grey", linestyle=":", label="best epoch")
+    if isinstance(best, int) and best + epoch_offset(training) >= 1:
+        map_ax.axvline(best + epoch_offset(training), color="grey", linestyle=":",
+                       label="best epoch")
     loss_ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="Training loss")
     map_ax.set(xlabel="epoch", ylabel="validation average mAP (%)", title="Validation mAP")
     for ax in (loss_ax, map_ax):
