@@ -12,12 +12,16 @@
 # param, so changing a value reruns exactly the jobs that read it.
 # See docs/pipeline.md.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "params.yaml"
+# UNIAV_PARAMS_FILE: only for the touch run of the DVC reconciliation (params.yaml with the values
+# dvc.lock records; uniav/pipeline/dvc_sync.py).
+configfile: os.environ.get("UNIAV_PARAMS_FILE", "params.yaml")
 
 
 include: "workflow/rules/common.smk"
@@ -32,6 +36,10 @@ include: "workflow/rules/common.smk"
 normalise_config(config)
 validate(config, "workflow/schemas/params.schema.json", set_default=False)
 UNIAV, EFFECTIVE_CONFIG, PLAN = effective_config(config)
+# After `dvc pull` / `dvc checkout` / `dvc exp apply`, the restored outputs have new modification
+# times and no (or another version's) Snakemake metadata: make Snakemake agree with `dvc status`
+# before it plans (docs/pipeline.md, "DVC").
+DVC_SYNC = reconcile_with_dvc(PLAN)
 
 
 wildcard_constraints:
@@ -53,6 +61,11 @@ include: "workflow/rules/tables.smk"
 onstart:
     if UNIAV.tracking.enabled:
         shell("uniav tracking-init --config {EFFECTIVE_CONFIG}")
+
+
+onsuccess:
+    if DVC_SYNC is not None:
+        DVC_SYNC.record_success()
 
 
 rule reproduce_tables:

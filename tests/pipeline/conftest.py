@@ -22,8 +22,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 #: What a project copy needs: the workflow, its configuration, and the package sources the DVC
-#: stages list as dependencies (the jobs run the installed package).
-WORKFLOW_FILES = ("Snakefile", "workflow", "params.yaml", "dvc.yaml", ".dvcignore", "uniav")
+#: stages list as dependencies (the jobs run the installed package); .gitignore, so that a
+#: commit of the copy holds what the repository's would.
+WORKFLOW_FILES = ("Snakefile", "workflow", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore",
+                  "uniav")
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -90,6 +92,14 @@ def tiny_params(params: dict[str, Any]) -> None:
     params["tracking"]["uri"] = None
 
 
+def init_dvc_project(root: Path, env: dict[str, str]) -> None:
+    """``git init`` and ``dvc init`` in a project copy, with the repository's .dvc/config (its
+    default remote: ``<root>/../uniav-dvc-storage``)."""
+    run(["git", "init", "-q"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    shutil.copy2(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")
+
+
 @dataclass
 class PipelineRun:
     """One end-to-end run of the tiny project (see :func:`pipeline_project`)."""
@@ -144,9 +154,7 @@ def pipeline_project(tmp_path_factory) -> PipelineRun:
     (profile / "profile.yaml").write_text(yaml.safe_dump(
         {"set-threads": {"train": 1, "evaluate": 1, "extract_features": 1}}))
     env = tool_env(SNAKEMAKE_PROFILE=str(profile))
-    run(["git", "init", "-q"], root, env)
-    run(["dvc", "init", "-q"], root, env)
-    run(["dvc", "config", "core.analytics", "false"], root, env)
+    init_dvc_project(root, env)
     started = time.perf_counter()
     result = run(["dvc", "repro"], root, env, timeout=900)
     seconds = time.perf_counter() - started

@@ -1,6 +1,8 @@
 """End to end: one tiny project run with `dvc repro` (DVC stages -> Snakemake phase targets).
 
-Tests run in file order on the session fixture; the last one changes train.epochs.
+Tests run in file order on the session fixture: the results are committed with dvc.lock,
+pushed and pulled into a clone; then an experiment changes train.epochs and DVC restores each
+version in turn - Snakemake agrees with DVC after each restore.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ import csv
 import io
 import json
 import re
+import shutil
 import time
 
 import pytest
 import yaml
 
-from tests.pipeline.conftest import PipelineRun, mlflow_runs, output_mtimes, run
+from tests.pipeline.conftest import PipelineRun, mlflow_runs, output_mtimes, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +67,7 @@ def test_main_table_comes_from_the_metrics(pipeline_project: PipelineRun) -> Non
     for row in csv_rows:
         for column in header[1:-2]:
             task, _, what = column.partition(" ")
-            metrics = json.loads((root / "results" / "metrics"
+            metrics = json.loads((root / "results" / "metrics" / "experiments"
                                   / f"{sources[row['label']][task]}.json").read_text())
             task_metrics = metrics["tasks"][task]
             if what == "avg mAP":
@@ -88,6 +91,10 @@ def test_figures_were_written(pipeline_project: PipelineRun) -> None:
         assert curve[0].startswith("epoch,iteration,lr,train_loss")
         assert len(curve) == 1 + 2  # 1 warm-up + 1 epoch
         assert (figures / "training_curves" / f"{name}.png").stat().st_size > 1000
+    # every experiment's curve in one table, the data of the DVC comparison plots
+    rows = list(csv.DictReader(io.StringIO((figures / "curves.csv").read_text())))
+    assert [row["experiment"] for row in rows] == [name for name in EXPERIMENTS for _ in "12"]
+    assert all(float(row["train_loss"]) > 0 for row in rows)
     for task in ("tal", "sed", "avel"):
         assert (figures / "per_class_ap" / f"{task}.png").stat().st_size > 1000
         assert (figures / "timelines" / f"{task}.png").stat().st_size > 1000
@@ -103,7 +110,7 @@ def test_mlflow_has_every_run_with_metrics(pipeline_project: PipelineRun) -> Non
         assert train.data.tags["experiment"] == name
         for task in tasks:
             assert f"val/{task}/average_mAP" in train.data.metrics
-            metrics = json.loads((pipeline_project.root / "results" / "metrics"
+            metrics = json.loads((pipeline_project.root / "results" / "metrics" / "experiments"
                                   / f"{name}.json").read_text())
             assert evaluate.data.metrics[f"test/{task}/average_mAP"] == pytest.approx(
                 metrics["tasks"][task]["average_mAP"])
@@ -128,6 +135,35 @@ def test_second_dvc_repro_does_nothing(pipeline_project: PipelineRun) -> None:
     assert output_mtimes(pipeline_project.root) == pipeline_project.mtimes
 
 
+def test_dvc_metrics_fit_a_terminal(pipeline_project: PipelineRun) -> None:
+    root, env = pipeline_project.root, pipeline_project.env
+    shown = run(["dvc", "metrics", "show"], root, env).stdout.strip().splitlines()
+    assert shown[0].split() == ["Path"] + [f"{name}.{task}" for name in sorted(EXPERIMENTS)
+                                           for task in sorted(EXPERIMENTS[name])]
+    assert shown[1].split()[0] == "results/metrics/summary.json"
+    assert all(0.0 <= float(value) <= 1.0 for value in shown[1].split()[1:])
+    assert len(shown) == 2 and max(len(line) for line in shown) < 200
+    summary = json.loads((root / "results" / "metrics" / "summary.json").read_text())
+    for name, tasks in EXPERIMENTS.items():
+        metrics = json.loads((root / "results" / "metrics" / "experiments"
+                              / f"{name}.json").read_text())
+        assert summary[name] == {task: metrics["tasks"][task]["average_mAP"] for task in tasks}
+
+
+def test_dvc_plots_compare_the_experiments(pipeline_project: PipelineRun) -> None:
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], pipeline_project.root,
+                           pipeline_project.env).stdout)
+    assert set(shown["data"]) == {"validation_mAP", "training_loss"}
+    for plot, field in (("validation_mAP", "val_mean_average_mAP"),
+                        ("training_loss", "train_loss")):
+        spec = shown["data"][plot][0]["content"]
+        assert spec["encoding"]["color"]["field"] == "experiment"
+        assert spec["encoding"]["y"]["field"] == field
+        values = spec["data"]["values"]
+        assert {row["experiment"] for row in values} == set(EXPERIMENTS)   # one plot, all
+        assert all(float(row[field]) >= 0 for row in values)
+
+
 def test_snakemake_default_target_is_up_to_date(pipeline_project: PipelineRun) -> None:
     started = time.perf_counter()
     result = run(["snakemake", "--cores", "2"], pipeline_project.root, pipeline_project.env)
@@ -145,13 +181,70 @@ def test_snakemake_report(pipeline_project: PipelineRun) -> None:
     assert "main.md" in html and "timelines" in html
 
 
+def _git(root, *args: str) -> str:
+    return run(["git", "-c", "user.name=uniav tests", "-c", "user.email=tests@uniav.invalid",
+                *args], root, tool_env()).stdout
+
+
+def _committed(pipeline_project: PipelineRun) -> None:
+    """Commit the project as it is, if not done yet (the workflow, params.yaml, dvc.lock and
+    results/metrics/summary.json; .gitignore keeps out the rest)."""
+    root = pipeline_project.root
+    if run(["git", "rev-parse", "--verify", "-q", "HEAD"], root, check=False).returncode != 0:
+        _git(root, "add", "-A")
+        _git(root, "commit", "-q", "-m", "tiny project: dvc repro")
+
+
+def _snakemake_agrees(root, env) -> str:
+    """`dvc status` is clean and `snakemake -n` has nothing to do; returns snakemake's output."""
+    status = run(["dvc", "status"], root, env).stdout
+    assert "Data and pipelines are up to date." in status, status
+    started = time.perf_counter()
+    dry = run(["snakemake", "-n"], root, env).stdout
+    print(f"\n[pipeline] `snakemake -n` after a DVC restore: {time.perf_counter() - started:.1f} s")
+    assert "Nothing to be done" in dry, dry[-3000:]
+    return dry
+
+
+def test_pushed_results_pulled_into_a_clone_are_up_to_date(pipeline_project: PipelineRun
+                                                           ) -> None:
+    root, env = pipeline_project.root, pipeline_project.env
+    _committed(pipeline_project)
+    tracked = _git(root, "ls-files").split()
+    assert {"dvc.lock", "results/metrics/summary.json", ".dvc/config"} <= set(tracked)
+    assert not any(path.startswith(("resources/", "results/models")) for path in tracked)
+    started = time.perf_counter()
+    run(["dvc", "push"], root, env)         # the default remote: <root>/../uniav-dvc-storage
+    assert (root.parent / "uniav-dvc-storage" / "files" / "md5").is_dir()
+    clone = root.parent / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], root.parent, env)
+    run(["dvc", "pull"], clone, env)
+    assert (clone / "results" / "models" / "uniav" / "model.safetensors").is_file()
+    dry = _snakemake_agrees(clone, env)
+    assert "marked as made with the parameters of dvc.lock" in dry
+    print(f"\n[pipeline] commit, push, clone, pull, status, snakemake -n: "
+          f"{time.perf_counter() - started:.1f} s")
+    # a real change still reruns: a parameter the lock does not have
+    changed = run(["snakemake", "-n", "--config", "train={epochs: 5}"], clone, env).stdout
+    assert re.search(r"(?m)^rule train:", changed) and "Params have changed" in changed
+
+
+def test_dvc_checkout_then_snakemake_has_nothing_to_do(pipeline_project: PipelineRun) -> None:
+    root, env = pipeline_project.root, pipeline_project.env
+    for name in ("models", "predictions", "tables"):
+        shutil.rmtree(root / "results" / name)
+    run(["dvc", "checkout"], root, env)
+    _snakemake_agrees(root, env)
+    # and a second look does not ask DVC again
+    assert "marked as made" not in run(["snakemake", "-n"], root, env).stdout
+
+
 def test_changing_train_epochs_reruns_train_onward_only(pipeline_project: PipelineRun) -> None:
     root = pipeline_project.root
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["epochs"] = 2
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _committed(pipeline_project)
     before = output_mtimes(root)
-    result = run(["dvc", "repro"], root, pipeline_project.env, timeout=900)
+    result = run(["dvc", "exp", "run", "--name", "epochs2", "-S", "train.epochs=2"], root,
+                 pipeline_project.env, timeout=900)
     assert "Stage 'data' didn't change, skipping" in result.stdout
     assert "Stage 'features' didn't change, skipping" in result.stdout
     for stage in ("train", "evaluate", "tables"):
@@ -162,8 +255,28 @@ def test_changing_train_epochs_reruns_train_onward_only(pipeline_project: Pipeli
     for name in EXPERIMENTS:
         history = json.loads((root / "results" / "models" / name / "training.json").read_text())
         assert history["epochs"] == 3 and len(history["history"]) == 3
-        assert after[f"results/metrics/{name}.json"] > before[f"results/metrics/{name}.json"]
+        metrics = f"results/metrics/experiments/{name}.json"
+        assert after[metrics] > before[metrics]
     assert after["results/tables/main.md"] > before["results/tables/main.md"]
     train_runs = [r for r in mlflow_runs(root) if r.info.run_name.endswith("/train")]
     assert len(train_runs) == 2 * len(EXPERIMENTS)
     assert re.search(r"(?m)^\s*synthesize\s+\d", result.stdout) is None
+    assert "Nothing to be done" in run(["snakemake", "-n"], root, pipeline_project.env).stdout
+
+
+def _epochs(root) -> int:
+    return json.loads((root / "results" / "models" / "uniav" / "training.json").read_text())[
+        "epochs"]
+
+
+def test_checkout_and_exp_apply_after_an_experiment(pipeline_project: PipelineRun) -> None:
+    root, env = pipeline_project.root, pipeline_project.env
+    # back to the committed results (train.epochs 1): Snakemake's records are the experiment's
+    _git(root, "checkout", "-q", "--", ".")
+    run(["dvc", "checkout"], root, env)
+    assert _epochs(root) == 2
+    _snakemake_agrees(root, env)
+    # the experiment's results again
+    run(["dvc", "exp", "apply", "epochs2"], root, env)
+    assert _epochs(root) == 3
+    _snakemake_agrees(root, env)

@@ -9,7 +9,7 @@ import yaml
 
 from uniav.config import config_from_dict
 from uniav.report.figures import (curve_records, figure_paths, per_class_average,
-                                    write_curve_csv, write_figures)
+                                    write_combined_curves_csv, write_curve_csv, write_figures)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,6 +37,19 @@ def test_curve_records_flatten_the_history(tmp_path: Path) -> None:
     path = write_curve_csv(HISTORY, tmp_path / "curves" / "uniav.csv")
     assert path.read_text().splitlines() == [
         ",".join(columns), "1,2,0.001,3,2,4,,,", "2,4,0.0005,1.5,1,2,0.375,0.25,0.5"]
+
+
+def test_combined_curves_have_every_experiment_and_task(tmp_path: Path) -> None:
+    single = {"experiment": "single_avel", "tasks": ["avel"], "history": [
+        {"epoch": 0, "iteration": 1, "lr": 0.01, "train_loss": {"avel": 5.0},
+         "val_average_mAP": {"avel": 0.1}, "val_mean_average_mAP": 0.1}]}
+    path = write_combined_curves_csv({"uniav": HISTORY, "single_avel": single},
+                                     tmp_path / "curves.csv")
+    assert path.read_text().splitlines() == [
+        "experiment,epoch,iteration,lr,train_loss,train_loss_tal,train_loss_sed,train_loss_avel,"
+        "val_mean_average_mAP,val_average_mAP_tal,val_average_mAP_sed,val_average_mAP_avel",
+        "uniav,1,2,0.001,3,2,4,,,,,", "uniav,2,4,0.0005,1.5,1,2,,0.375,0.25,0.5,",
+        "single_avel,1,1,0.01,5,,,5,0.1,,,0.1"]
 
 
 def test_per_class_average_skips_non_numbers() -> None:

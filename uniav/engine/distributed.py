@@ -73,3 +73,13 @@ def shutdown(context: DistributedContext) -> None:
     """Destroy the process group if this module created one."""
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The sum of ``value`` over every process of the group (a new tensor; ``value`` itself
+    when no process group is initialised)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total

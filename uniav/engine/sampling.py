@@ -3,10 +3,16 @@
 Every random choice of the data pipeline is a pure function of (seed, task, pass, position):
 pass ``k`` over a task's training set uses a permutation drawn from
 ``Generator(seed, task, k)``, and the random crop of the item at position ``i`` of that pass
-uses ``Generator(seed, task, k, i)``.  The whole state of a stream is therefore two integers
+uses ``Generator(seed, task, k, 0, i)``.  The whole state of a stream is therefore two integers
 (batches consumed, position in the current pass), which makes resuming a killed run - even
-mid-epoch - give exactly the same batches as an uninterrupted one.  Under
-DistributedDataParallel each rank takes a disjoint, equally long shard of every pass.
+mid-epoch - give exactly the same batches as an uninterrupted one.
+
+Under DistributedDataParallel each rank takes a disjoint, equally long shard of every pass
+(rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...``), so batch ``j`` of the ``W``
+ranks together is batch ``j`` of a single process whose batch is ``W`` times larger - the same
+items, and, since crops are keyed by the position in the whole pass (never by the rank), the
+same crops.  Together with the global loss normaliser (:meth:`uniav.model.UniAV.loss`) this
+makes a run on ``W`` processes follow the one-process run with the same global batch.
 
 With ``reshuffle=False`` (the released sampler: a ``DistributedSampler`` whose epoch is never
 set) every pass uses the permutation of pass 0, and :meth:`BatchStream.restart` - called at each
@@ -77,7 +83,9 @@ class BatchStream:
             key = self.consumed  # a new crop at every visit
         order = self._pass_order(pass_index)
         start = batch_index * self.batch_size
-        return [(int(order[p]), np.random.default_rng([self.seed, key, self.rank, p]))
+        # position p of this rank's shard is position rank + p * world_size of the whole pass
+        return [(int(order[p]),
+                 np.random.default_rng([self.seed, key, 0, self.rank + p * self.world_size]))
                 for p in range(start, start + self.batch_size)]
 
     def restart(self) -> None:

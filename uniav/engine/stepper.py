@@ -8,6 +8,9 @@ An iteration (docs/protocol.md, "the training loop")::
         forward on the task's next batch -> losses (the task's loss normaliser is updated first)
         backward of final_loss x (task lr / base lr)
         clip all gradients to clip_grad_norm (L2), optimizer step (AdamW)
+        (on W processes: the loss normaliser counts the global batch's positive points and the
+         loss is scaled by W, which DDP's gradient averaging divides back out - the step equals
+         the one-process step on the global batch; the logged losses are the global ones)
         EMA update                        <- after every task step, not once per iteration
     one scheduler step                    <- the tasks of an iteration share one learning rate
 
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 from uniav.config import TrainConfig
+from uniav.engine.distributed import sum_over_processes
 from uniav.engine.optim import make_optimizer
 from uniav.engine.schedule import ModelEMA, make_scheduler
 from uniav.model import UniAV
@@ -61,12 +65,13 @@ class TrainingStep:
         loss_scale: task -> task lr / base lr.
         clip_grad_norm: 0 disables clipping.
         autocast_dtype: ``torch.bfloat16`` for bf16 autocast, else None.
+        world_size: processes of the data-parallel group (1: none).
     """
 
     def __init__(self, model: UniAV, network: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, ema: ModelEMA,
                  loss_scale: dict[str, float], clip_grad_norm: float,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, world_size: int = 1):
         self.model = model
         self.network = network
         self.optimizer = optimizer
@@ -75,11 +80,13 @@ class TrainingStep:
         self.loss_scale = loss_scale
         self.clip_grad_norm = clip_grad_norm
         self.autocast_dtype = autocast_dtype
+        self.world_size = world_size
 
     @classmethod
     def create(cls, model: UniAV, train: TrainConfig, tasks: Iterable[str], *,
                warmup_steps: int, total_steps: int, network: nn.Module | None = None,
-               autocast_dtype: torch.dtype | None = None) -> "TrainingStep":
+               autocast_dtype: torch.dtype | None = None,
+               world_size: int = 1) -> "TrainingStep":
         """Build the optimizer groups, schedule, EMA and loss scales of a run.
 
         Args:
@@ -89,6 +96,7 @@ class TrainingStep:
             warmup_steps, total_steps: scheduler steps (iterations) of the warm-up and in all.
             network: the DDP wrapper, if any.
             autocast_dtype: bf16 autocast dtype, if any.
+            world_size: processes of the data-parallel group.
         """
         lrs = {task: train.lr[task] for task in tasks}
         base_lr = min(lrs.values())
@@ -99,7 +107,7 @@ class TrainingStep:
         ema = ModelEMA(model, train.ema_decay, warmup=train.ema_warmup)
         return cls(model, network or model, optimizer, scheduler, ema,
                    {task: lr / base_lr for task, lr in lrs.items()}, train.clip_grad_norm,
-                   autocast_dtype)
+                   autocast_dtype, world_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -129,18 +137,23 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             output = self.network(visual, audio, mask, task)
-        losses = self.model.loss(output, segments, labels, task)
+        distributed = self.world_size > 1
+        losses = self.model.loss(output, segments, labels, task,
+                                 count_reducer=sum_over_processes if distributed else None)
         scale = self.loss_scale[task]
         scaled = {name: value * scale for name, value in losses.items()}
-        scaled["final_loss"].backward()
+        (scaled["final_loss"] * self.world_size).backward()
         grad_norm = math.nan
         if self.clip_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                              self.clip_grad_norm))
         self.optimizer.step()
         self.ema.update(self.model)
-        return StepResult({name: float(value.detach()) for name, value in scaled.items()},
-                          grad_norm, lr)
+        names = list(scaled)
+        values = torch.stack([scaled[name].detach().float() for name in names])  # (3,)
+        if distributed:
+            values = sum_over_processes(values)   # this rank's share -> the global batch's loss
+        return StepResult(dict(zip(names, values.tolist())), grad_norm, lr)
 
     def iteration(self, tasks: Iterable[str], step: Callable[[str], StepResult | None]
                   ) -> dict[str, StepResult]:

@@ -44,7 +44,7 @@ from uniav.engine.schedule import PlateauGate
 from uniav.engine.stepper import StepResult, TrainingStep
 from uniav.engine.training_data import (build_model_spec, configure_torch, load_task_data,
                                          training_settings)
-from uniav.errors import InputError
+from uniav.errors import ConfigError, InputError
 from uniav.fileio import atomic_path, atomic_write_json, remove_stale_temporaries
 from uniav.model import UniAV
 from uniav.tracking import NullTracker, Tracker
@@ -112,7 +112,12 @@ class Trainer:
         world = self.context.world_size
         self.streams = {}
         for task in self.experiment.tasks:
-            per_rank = max(1, train_cfg.batch_size[task] // world)
+            if train_cfg.batch_size[task] % world:
+                raise ConfigError(
+                    f"experiment {self.experiment.name!r}: train.batch_size.{task} = "
+                    f"{train_cfg.batch_size[task]} is the global batch and must divide among "
+                    f"the {world} processes; choose a multiple of {world}")
+            per_rank = train_cfg.batch_size[task] // world
             self.streams[task] = BatchStream(len(self.data[task].train), per_rank, config.seed,
                                              task, rank=self.context.rank, world_size=world,
                                              reshuffle=train_cfg.sampler == "reshuffle")
@@ -123,7 +128,7 @@ class Trainer:
             self.model, train_cfg, self.experiment.tasks,
             warmup_steps=train_cfg.warmup_epochs * self.iterations_per_epoch,
             total_steps=self.total_iterations, network=self.network,
-            autocast_dtype=self._autocast_dtype())
+            autocast_dtype=self._autocast_dtype(), world_size=world)
         gate_cfg = train_cfg.plateau_gate
         self.gates = {task: PlateauGate(gate_cfg.patience, gate_cfg.threshold,
                                         gate_cfg.continue_threshold, gate_cfg.cooldown)

@@ -9,7 +9,7 @@ lives in its ``state_dict``; :class:`ModelSpec` (plain data) is enough to rebuil
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -185,7 +185,8 @@ class UniAV(nn.Module):
                               padded_labels, valid, head.num_classes, head.class_aware)
 
     def loss(self, output: ModelOutput, segments: list[torch.Tensor], labels: list[torch.Tensor],
-             task: str) -> dict[str, torch.Tensor]:
+             task: str, *, count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> dict[str, torch.Tensor]:
         """Training losses of one batch; updates the task's loss normaliser (moving average of
         the number of positive points, momentum from the config) when the model is training.
 
@@ -194,6 +195,10 @@ class UniAV(nn.Module):
             segments: per video (N_i, 2) instances in grid units.
             labels: per video (N_i,) class indices.
             task: task name.
+            count_reducer: under data parallelism, sums a count over the processes, so the
+                normaliser counts the positive points of the global batch (the caller then
+                scales the loss by the number of processes, which the gradient averaging
+                divides back out); None for one process.
 
         Returns:
             ``{"cls_loss", "reg_loss", "final_loss"}`` scalars.
@@ -209,7 +214,10 @@ class UniAV(nn.Module):
         normalizer = self.loss_normalizers[task]
         if self.training:
             momentum = cfg.loss_norm_momentum
-            normalizer.mul_(momentum).add_((1 - momentum) * max(num_positive, 1))
+            batch_positive = num_positive
+            if count_reducer is not None:
+                batch_positive = int(count_reducer(positive.sum()).item())
+            normalizer.mul_(momentum).add_((1 - momentum) * max(batch_positive, 1))
         logits = torch.cat(output.cls_logits, dim=1)[valid]                   # (#valid, K)
         smoothing = head.label_smoothing
         soft_targets = cls_targets[valid] * (1 - smoothing) + smoothing / (head.num_classes + 1)

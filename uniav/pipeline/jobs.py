@@ -30,6 +30,22 @@ from uniav.errors import ConfigError
 #: The tables' file formats.
 TABLE_FORMATS = ("md", "csv", "tex")
 
+#: Where ``uniav evaluate`` writes ``<experiment>.json`` (one DVC output of the evaluate stage).
+METRICS_DIR = "results/metrics/experiments"
+
+#: The flat DVC metrics file ``uniav tables`` writes beside it (an output of the tables stage;
+#: DVC refuses an output inside another stage's output directory, hence the two places).
+SUMMARY_FILE = "results/metrics/summary.json"
+
+#: The phases of the pipeline in order: ``(phase, Snakemake target rule, the rules whose jobs the
+#: phase runs)``.  Each phase is one DVC stage of the same name (dvc.yaml) running the target
+#: rule; every rule that produces files belongs to exactly one phase.
+PHASES = (("data", "data_all", ("synthesize", "download", "download_unpacked")),
+          ("features", "features_all", ("extract_features", "prompts")),
+          ("train", "train_all", ("train",)),
+          ("evaluate", "evaluate_all", ("evaluate",)),
+          ("tables", "reproduce_tables", ("tables", "figures")))
+
 
 def canonical(data: Any) -> str:
     """Canonical JSON of plain data or dataclasses (a job's ``settings`` parameter)."""
@@ -243,7 +259,12 @@ class JobPlan:
 
     def metrics_files(self) -> list[str]:
         """Every experiment's metrics JSON."""
-        return [f"results/metrics/{name}.json" for name in self.experiments()]
+        return [self.metrics_file(name) for name in self.experiments()]
+
+    @staticmethod
+    def metrics_file(experiment: str) -> str:
+        """The metrics JSON of one experiment."""
+        return f"{METRICS_DIR}/{experiment}.json"
 
     def prediction_dirs(self) -> list[str]:
         """Every experiment's predictions directory."""
@@ -267,6 +288,15 @@ class JobPlan:
         from uniav.report.figures import figure_paths
 
         return [str(path) for path in figure_paths(self.config, "results/figures")]
+
+    def phase_outputs(self) -> dict[str, list[str]]:
+        """What the jobs of each phase of :data:`PHASES` write (files and directories)."""
+        return {"data": self.data_targets(),
+                "features": self.feature_targets(),
+                "train": self.model_files(),
+                "evaluate": self.metrics_files() + self.prediction_dirs(),
+                "tables": (self.table_files() + self.table_sidecars() + [SUMMARY_FILE]
+                           + self.figure_files())}
 
     # ---- inputs ----------------------------------------------------------------------------
 
@@ -304,7 +334,7 @@ class JobPlan:
         """The metrics of every experiment a table row uses (and the published file, if any)."""
         from uniav.report.tables import table_experiments
 
-        inputs: dict[str, Any] = {"metrics": [f"results/metrics/{name}.json"
+        inputs: dict[str, Any] = {"metrics": [self.metrics_file(name)
                                               for name in table_experiments(self.config)]}
         if self.published_file():
             inputs["published"] = self.published_file()
@@ -318,6 +348,6 @@ class JobPlan:
         tasks = main_table_tasks(self.config)
         shown = sorted({e for t in tasks for _, e in main_table_sources(self.config, t)})
         return {"training": [f"results/models/{name}/training.json" for name in self.experiments()],
-                "metrics": [f"results/metrics/{name}.json" for name in shown],
+                "metrics": [self.metrics_file(name) for name in shown],
                 "predictions": [f"results/predictions/{name}" for name in shown],
                 "annotations": [self.annotations_of(task) for task in tasks]}

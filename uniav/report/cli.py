@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from uniav.argtypes import positive_int
 from uniav.config.cli import add_config_arguments, config_from_args
@@ -14,8 +13,7 @@ def _tables(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     for path in write_tables(config, args.metrics_dir, args.output_dir, args.published):
         print(f"wrote {path}")
-    summary = args.summary or Path(args.metrics_dir) / "summary.json"
-    print(f"wrote {write_summary(config, args.metrics_dir, summary, table_experiments(config))}")
+    print(f"wrote {write_summary(config, args.metrics_dir, args.summary, table_experiments(config))}")
     return 0
 
 
@@ -37,21 +35,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "and the flat summary.json from the metrics JSON "
                                              "files")
     add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics",
+    p.add_argument("--metrics-dir", default="results/metrics/experiments",
                    help="directory of <experiment>.json (default: %(default)s)")
     p.add_argument("--output-dir", default="results/tables", help="default: %(default)s")
     p.add_argument("--published", default=None, metavar="PATH",
                    help="published-numbers file to show alongside (default: tables.published "
                         "when benchmark is paper)")
-    p.add_argument("--summary", default=None, metavar="PATH",
-                   help="the flat DVC metrics file: {experiment: {task: {metric: number}}} of "
-                        "the table experiments (default: <metrics-dir>/summary.json)")
+    p.add_argument("--summary", default="results/metrics/summary.json", metavar="PATH",
+                   help="the flat DVC metrics file: {experiment: {task: average mAP}} of the "
+                        "table experiments (default: %(default)s)")
     p.set_defaults(handler=_tables)
 
     p = subparsers.add_parser("figures", help="training curves, per-class AP and prediction "
                                               "timelines")
     add_config_arguments(p)
-    p.add_argument("--metrics-dir", default="results/metrics", help="default: %(default)s")
+    p.add_argument("--metrics-dir", default="results/metrics/experiments",
+                   help="directory of <experiment>.json (default: %(default)s)")
     p.add_argument("--models-dir", default="results/models",
                    help="directory of <experiment>/training.json (default: %(default)s)")
     p.add_argument("--predictions-dir", default="results/predictions",

@@ -4,7 +4,9 @@ Everything goes under one output directory (``results/figures/``):
 
 * ``curves/<experiment>.csv`` — the training curve as a flat table (one row per epoch: learning
   rate, training loss per task and their mean, validation average mAP per task and their mean);
-  DVC plots these (``dvc plots show``);
+* ``curves.csv`` — the same rows of every experiment in one table with an ``experiment`` column:
+  DVC plots it (``dvc plots show``: validation mAP of all experiments in one plot, training loss
+  in another);
 * ``training_curves/<experiment>.png`` — loss and validation mAP per epoch;
 * ``per_class_ap/<task>.png`` — AP per class (mean over the tIoU thresholds) of every main-table
   row that has the task;
@@ -34,6 +36,9 @@ from uniav.report.table_data import TASK_TITLES, row_sources
 #: Classes shown per task in the per-class AP chart before it is cut to the best and worst.
 MAX_CLASSES_SHOWN = 40
 
+#: The training curves of every experiment in one table (under the figures directory).
+COMBINED_CURVES = "curves.csv"
+
 
 def figures_settings(config: Config) -> dict[str, Any]:
     """Every setting ``uniav figures`` reads: the experiments and their tasks, the main-table
@@ -46,7 +51,7 @@ def figures_settings(config: Config) -> dict[str, Any]:
 def figure_paths(config: Config, output_dir: str | Path) -> list[Path]:
     """The files :func:`write_figures` writes for this configuration (for the Snakefile)."""
     out = Path(output_dir)
-    paths = []
+    paths = [out / COMBINED_CURVES]
     for name in config.experiments:
         paths += [out / "curves" / f"{name}.csv", out / "training_curves" / f"{name}.png"]
     for task in main_table_tasks(config):
@@ -141,16 +146,39 @@ def curve_records(training: dict[str, Any]) -> tuple[list[str], list[dict[str, A
     return columns, records
 
 
-def write_curve_csv(training: dict[str, Any], path: str | Path) -> Path:
-    """Write the per-epoch curve of one experiment as CSV (empty cell = no value)."""
-    columns, records = curve_records(training)
+def _csv_text(columns: list[str], records: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
-                         for k, v in record.items()})
-    atomic_write_text(path, buffer.getvalue())
+        writer.writerow({k: "" if record.get(k) is None
+                         else (f"{record[k]:.6g}" if isinstance(record[k], float) else record[k])
+                         for k in columns})
+    return buffer.getvalue()
+
+
+def write_curve_csv(training: dict[str, Any], path: str | Path) -> Path:
+    """Write the per-epoch curve of one experiment as CSV (empty cell = no value)."""
+    columns, records = curve_records(training)
+    atomic_write_text(path, _csv_text(columns, records))
+    return Path(path)
+
+
+def write_combined_curves_csv(trainings: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Write the per-epoch curves of several experiments as one CSV, first column
+    ``experiment`` (the name), then the columns of :func:`curve_records` of all of them (a task
+    an experiment does not train has empty cells), rows in ``trainings`` order."""
+    tasks: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for name, training in trainings.items():
+        names, records = curve_records(training)
+        tasks += [c[len("train_loss_"):] for c in names
+                  if c.startswith("train_loss_") and c[len("train_loss_"):] not in tasks]
+        rows += [{"experiment": name, **record} for record in records]
+    columns = (["experiment", "epoch", "iteration", "lr", "train_loss"]
+               + [f"train_loss_{t}" for t in tasks] + ["val_mean_average_mAP"]
+               + [f"val_average_mAP_{t}" for t in tasks])
+    atomic_write_text(path, _csv_text(columns, rows))
     return Path(path)
 
 
@@ -338,8 +366,10 @@ def write_figures(config: Config, *, metrics_dir: str | Path, models_dir: str | 
 
     out = Path(output_dir)
     written: list[Path] = []
-    for name in config.experiments:
-        training = read_training(Path(models_dir) / name / "training.json")
+    trainings = {name: read_training(Path(models_dir) / name / "training.json")
+                 for name in config.experiments}
+    written.append(write_combined_curves_csv(trainings, out / COMBINED_CURVES))
+    for name, training in trainings.items():
         written.append(write_curve_csv(training, out / "curves" / f"{name}.csv"))
         written.append(plot_training_curves(training, out / "training_curves" / f"{name}.png"))
     tasks = main_table_tasks(config)

@@ -5,8 +5,8 @@ average_mAP, ...}}`` and, at the top level, the ``protocol`` (``released`` / ``c
 experiment was trained and evaluated under.  The tables refuse a file whose protocol is not the
 configuration's (a file without the key is taken to be under the configuration's protocol).
 
-``results/metrics/summary.json`` (:func:`summary`, :func:`write_summary`) is the same numbers
-flattened for ``dvc metrics show``: ``{experiment: {task: {"average_mAP": x, "mAP@0.5": y, ...}}}``,
+``results/metrics/summary.json`` (:func:`summary`, :func:`write_summary`) is the headline number
+of each experiment and task for ``dvc metrics show``: ``{experiment: {task: average mAP}}``,
 plain numbers only (fractions in [0, 1], as in the metrics files).
 """
 
@@ -113,26 +113,24 @@ def number_or_none(value: Any) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 def summary(metrics: dict[str, dict[str, Any]], tasks: Iterable[str]) -> dict[str, Any]:
-    """``{experiment: {task: {"average_mAP": x, "mAP@<t>": y, ..., SED extras}}}``.
+    """``{experiment: {task: average mAP}}`` (fractions in [0, 1]).
 
-    Only finite numbers (JSON has no NaN): a missing mAP, and an extra that is not a number, are
-    left out.  Tasks in ``tasks`` order (those an experiment has), thresholds as in its file.
+    Only the average over the task's tIoU thresholds: ``dvc metrics show`` prints one column per
+    number, so per-threshold values (10 per TAL task, 9 per SED/AVEL task) would make it hundreds
+    of characters wide; they are in the tables and in the experiment's metrics file.  Only finite
+    numbers (JSON has no NaN): a missing average is left out.  Tasks in ``tasks`` order (those
+    an experiment has).
     """
     flat: dict[str, Any] = {}
     for experiment, data in metrics.items():
-        per_task: dict[str, Any] = {}
+        per_task: dict[str, float] = {}
         for task in tasks:
             task_metrics = data["tasks"].get(task)
             if task_metrics is None:
                 continue
-            extras = (task_metrics.get("sed") if task == "sed" else None) or {}
-            candidates = [("average_mAP", task_metrics["average_mAP"]),
-                          *((f"mAP@{float(t):g}", value)
-                            for t, value in zip(task_metrics["thresholds"], task_metrics["mAP"])),
-                          *((key, extras.get(key)) for key, _ in SED_EXTRAS)]
-            per_task[task] = {key: number for key, value in candidates
-                              if (number := number_or_none(value)) is not None
-                              and math.isfinite(number)}
+            number = number_or_none(task_metrics.get("average_mAP"))
+            if number is not None and math.isfinite(number):
+                per_task[task] = number
         flat[experiment] = per_task
     return flat
 

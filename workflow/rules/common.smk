@@ -2,13 +2,15 @@
 # pytest): the effective configuration, and the settings (rerun triggers), inputs and paths of
 # each job as the small functions the rules name.  No logic of its own.
 
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from uniav.errors import UniAVError
 from uniav.pipeline.effective import with_command_line, write_effective_config
-from uniav.pipeline.jobs import JobPlan, constraint_of
+from uniav.pipeline.dvc_sync import reconcile
+from uniav.pipeline.jobs import METRICS_DIR, PHASES, SUMMARY_FILE, JobPlan, constraint_of
 
 #: The conda environment every job runs in (relative to the rule files).
 UNIAV_ENV = "../envs/uniav.yaml"
@@ -40,6 +42,26 @@ def effective_config(snakemake_config):
     except UniAVError as exc:
         raise WorkflowError(f"invalid configuration: {exc}") from None
     return validated, str(path), plan
+
+
+def reconcile_with_dvc(plan):
+    """Before Snakemake plans anything: outputs that DVC restored (dvc pull, checkout, exp
+    apply) are marked as made with the parameters dvc.lock records (snakemake --touch), or,
+    when their inputs changed since, made older than them (uniav/pipeline/dvc_sync.py).  Main
+    process only (not in the jobs of a cluster executor).
+
+    Returns:
+        The reconciliation (its record_success() goes into onsuccess), or None.
+    """
+    if not workflow.is_main_process:
+        return None
+    return reconcile(
+        Path.cwd(),
+        plan.phase_outputs(),
+        phase_rules={phase: rules for phase, _, rules in PHASES},
+        snakefile=workflow.main_snakefile,
+        log=lambda message: print(message, file=sys.stderr),
+    )
 
 
 def effective_config_param(wildcards, input):

@@ -8,7 +8,7 @@ rule evaluate:
         unpack(evaluation_inputs),
         weights="results/models/{experiment}/model.safetensors",
     output:
-        metrics="results/metrics/{experiment}.json",
+        metrics=f"{METRICS_DIR}/{{experiment}}.json",
         predictions=directory("results/predictions/{experiment}"),
     params:
         config=effective_config_param,

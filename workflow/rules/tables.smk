@@ -4,7 +4,7 @@
 
 rule tables:
     """Main, ablation and SED-extras tables (Markdown, CSV with its caption sidecar, LaTeX) and
-    the flat DVC metrics file results/metrics/summary.json."""
+    the flat DVC metrics file results/metrics/summary.json (SUMMARY_FILE)."""
     input:
         unpack(table_inputs),
     output:
@@ -19,16 +19,17 @@ rule tables:
             for path in PLAN.table_files()
         ],
         PLAN.table_sidecars(),
-        summary="results/metrics/summary.json",
+        summary=SUMMARY_FILE,
     params:
         config=effective_config_param,
         settings=settings_of("tables"),
+        metrics_dir=METRICS_DIR,
     log:
         "logs/tables.log",
     conda:
         UNIAV_ENV
     shell:
-        "uniav tables --config {params.config} --metrics-dir results/metrics"
+        "uniav tables --config {params.config} --metrics-dir {params.metrics_dir}"
         " --output-dir results/tables --summary {output.summary} > {log} 2>&1"
 
 
@@ -52,11 +53,12 @@ rule figures:
     params:
         config=effective_config_param,
         settings=settings_of("figures"),
+        metrics_dir=METRICS_DIR,
     log:
         "logs/figures.log",
     conda:
         UNIAV_ENV
     shell:
-        "uniav figures --config {params.config} --metrics-dir results/metrics"
+        "uniav figures --config {params.config} --metrics-dir {params.metrics_dir}"
         " --models-dir results/models --predictions-dir results/predictions"
         " --output-dir results/figures > {log} 2>&1"
