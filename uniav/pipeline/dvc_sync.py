@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -59,7 +58,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from uniav.fileio import atomic_write_json, atomic_write_text, read_json_object
+from uniav.errors import InputError
+from uniav.fileio import (atomic_write_json, atomic_write_text, load_yaml_file, parse_json_text,
+                          read_json_object)
 
 #: Snakemake's view of the outputs as last reconciled (path -> signature).
 STAMP = Path(".snakemake") / "uniav" / "dvc-sync.json"
@@ -192,8 +193,8 @@ def dvc_status(root: Path, stages: list[str]) -> dict[str, Any]:
                             cwd=root, env=_child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        data = json.loads(result.stdout or "{}") if result.returncode == 0 else None
-    except ValueError:
+        data = parse_json_text(result.stdout or "{}") if result.returncode == 0 else None
+    except InputError:
         data = None
     if not isinstance(data, dict):
         raise RuntimeError(f"`dvc status` failed ({result.returncode}): "
@@ -334,10 +335,8 @@ def touch(root: Path, snakefile: str, rules: list[str], targets: list[str],
             params.yaml is unreadable.
     """
     env = _child_env()
-    try:
-        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise RuntimeError(f"params.yaml: {exc}") from None
+    params = load_yaml_file(root / "params.yaml",
+                            error=lambda message: RuntimeError(f"params.yaml: {message}")) or {}
     then = with_locked(params, locked)
     if then != params:
         atomic_write_text(root / LOCKED_PARAMS, "# params.yaml with the values of dvc.lock, for "
