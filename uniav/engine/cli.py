@@ -27,6 +27,13 @@ def _train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
+    if args.init_from is not None:
+        from uniav.fileio import refuse_output_over_input
+
+        refuse_output_over_input(
+            {"--output-dir (model.safetensors)": Path(args.output_dir) / "model.safetensors",
+             "--work-dir (best.safetensors)": Path(args.work_dir) / "best.safetensors"},
+            {"--init-from": args.init_from})
     tags = {"experiment": experiment.name, "job": "train", "tasks": ",".join(experiment.tasks),
             "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
     rank = int(os.environ.get("RANK", "0"))
@@ -37,7 +44,8 @@ def _train(args: argparse.Namespace) -> int:
 
         trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
                           work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=tracker,
-                          threads=_threads(args), progress=not args.no_progress)
+                          threads=_threads(args), progress=not args.no_progress,
+                          init_from=args.init_from)
         try:
             result = trainer.fit()
         finally:
@@ -176,6 +184,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True, help="where model.safetensors and training.json go")
     p.add_argument("--work-dir", required=True, help="resumable checkpoints (kept on failure)")
     p.add_argument("--prompts-dir", default=None, help="directory of <task>.npy prompt embeddings")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from these exported weights (model.safetensors of `uniav train` "
+                        "or `uniav import-checkpoint`): same architecture; fresh optimizer, "
+                        "schedule and EMA; the run's own prompts (docs/protocol.md)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
