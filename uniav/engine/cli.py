@@ -60,13 +60,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from uniav.engine.inference import check_evaluate_paths, evaluate_experiment
     from uniav.tracking import git_commit, open_tracker
 
+    from uniav.engine.vocabulary import vocabulary_request
+
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
     tags = {"experiment": experiment.name, "job": "evaluate", "tasks": ",".join(experiment.tasks),
             "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+    vocabulary = vocabulary_request(args.classes, args.classes_file, args.class_embeddings)
     check_evaluate_paths(config, args.experiment, config_path=args.config,
                          weights=args.weights, predictions_dir=args.predictions_dir,
-                         metrics_path=args.metrics)
+                         metrics_path=args.metrics,
+                         other_inputs=vocabulary.inputs() if vocabulary else None)
     with open_tracker(config.tracking.enabled and not args.no_tracking, config.tracking.uri,
                       config.tracking.experiment_name, f"{experiment.name}/evaluate",
                       tags) as tracker:
@@ -75,18 +79,25 @@ def _evaluate(args: argparse.Namespace) -> int:
                                       metrics_path=args.metrics, split=args.split,
                                       threads=_threads(args), tracker=tracker,
                                       progress=not args.no_progress,
-                                      allow_other_experiment=args.allow_other_experiment)
+                                      allow_other_experiment=args.allow_other_experiment,
+                                      tasks=args.tasks, vocabulary=vocabulary,
+                                      prompts_dir=args.prompts_dir)
     for task, metrics in summary["tasks"].items():
-        print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}")
+        groups = "".join(f", {name} {values['average_mAP']:.4f}"
+                         for name, values in (metrics.get("class_groups") or {}).items()
+                         if values["average_mAP"] is not None)
+        print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}{groups}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from uniav.engine.predict import predict_video
+    from uniav.engine.vocabulary import vocabulary_request
 
+    vocabulary = vocabulary_request(args.classes, args.classes_file, args.class_embeddings)
     result = predict_video(args.video, args.weights, output_dir=args.output_dir,
                            tasks=args.tasks or None, min_score=args.min_score,
-                           top_k=args.top_k, threads=_threads(args))
+                           top_k=args.top_k, threads=_threads(args), vocabulary=vocabulary)
     print(json.dumps({"json": str(result["json"]), "figure": str(result["figure"]),
                       "detections": {t: len(d) for t, d in result["detections"].items()}}))
     return 0
@@ -176,6 +187,21 @@ def _input_dims(config, args: argparse.Namespace) -> dict[str, int]:
             "text_dim": args.text_dim or text}
 
 
+def _add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--classes`` / ``--classes-file`` / ``--class-embeddings`` (uniav/engine/vocabulary.py)."""
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                       help="localize these classes instead of the trained ones (embedded with "
+                            "the model's text encoder and each task's prompt template; labels "
+                            "in the output are these names)")
+    names.add_argument("--classes-file", default=None, metavar="FILE",
+                       help="as --classes, one name per line (blank lines and # comments "
+                            "skipped; a repeated name is an error)")
+    parser.add_argument("--class-embeddings", default=None, metavar="NPY",
+                        help="the names' text embeddings, one row per name (for a model whose "
+                             "text encoder is not available here, e.g. ONE-PEACE prompts)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Register the engine's sub-commands."""
     p = subparsers.add_parser("train", help="train one experiment (resumable; torchrun for DDP)")
@@ -203,6 +229,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-other-experiment", action="store_true",
                    help="evaluate weights that `uniav train` wrote for another experiment (the "
                         "metrics record the weights' own experiment and config hash)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="evaluate only these tasks of the experiment (default: all)")
+    _add_vocabulary_arguments(p)
+    p.add_argument("--prompts-dir", default=None,
+                   help="prompt embeddings of every class, for weights trained with held-out "
+                        "classes (default: prompts.output_dir)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true")
@@ -220,6 +252,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="drop detections scoring below this, in [0, 1] (default: %(default)s)")
     p.add_argument("--top-k", type=positive_int, default=20,
                    help="keep at most this many per task, >= 1 (default: %(default)s)")
+    _add_vocabulary_arguments(p)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(handler=_predict)
 

@@ -339,11 +339,16 @@ class JobPlan:
         return inputs
 
     def evaluation_inputs(self, experiment: str) -> dict[str, str]:
-        """Annotations and feature stores of the experiment's tasks (the weights carry prompts)."""
+        """Annotations and feature stores of the experiment's tasks (the weights carry prompts;
+        an experiment with held-out classes is scored over every class, with the prompt
+        embeddings of all of them)."""
         inputs = {}
+        held_out = self.config.experiments[experiment].held_out_classes
         for task in self.config.experiments[experiment].tasks:
             inputs[f"annotations_{task}"] = self.annotations_of(task)
             inputs[f"features_{task}"] = self.features_of(task)
+            if task in held_out:
+                inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
         return inputs
 
     def published_file(self) -> str | None:
