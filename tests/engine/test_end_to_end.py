@@ -103,7 +103,8 @@ def test_predict_keeps_results_of_two_containers_apart(trained, tmp_path):
 
     from uniav.cli import main
     from uniav.prepare.media import write_media
-    from uniav.prepare.synthetic import plan_video, render_video
+    from uniav.prepare.synthetic import render_video
+    from uniav.prepare.synthetic_plan import plan_video
 
     _, weights, _ = trained
     media = MediaConfig()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 UNIAV = [sys.executable, "-m", "uniav"]
@@ -65,3 +66,24 @@ def test_a_multi_process_job_gets_all_its_devices_or_waits(tmp_path: Path) -> No
                                str(tmp_path), *SHOW], capture_output=True, text=True, env=_env(),
                               timeout=60)
     assert too_many.returncode != 0 and "2 GPUs asked, the machine has 1" in too_many.stderr
+
+
+def test_a_job_asking_for_no_gpu_sees_none_and_holds_none(tmp_path: Path) -> None:
+    """``--count 0`` (a CPU job, e.g. ``--set-resources train:gpu=0`` on a cluster) runs at once,
+    hides the GPUs from the command and leaves every GPU to the jobs that asked for one."""
+    holder = subprocess.Popen([*UNIAV, "gpu-slot", "--gpus", "1", "--lock-dir", str(tmp_path),
+                               "--", sys.executable, "-c", "import time; time.sleep(20)"],
+                              env=_env())
+    try:
+        time.sleep(3.0)  # the holder has its lock by now
+        started = time.perf_counter()
+        cpu_job = subprocess.run([*UNIAV, "gpu-slot", "--gpus", "1", "--count", "0",
+                                  "--lock-dir", str(tmp_path), *SHOW],
+                                 capture_output=True, text=True, env=_env(), timeout=60)
+        waited = time.perf_counter() - started
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert cpu_job.returncode == 0, cpu_job.stderr
+    assert cpu_job.stdout.strip() == ""  # CUDA_VISIBLE_DEVICES set, to no device
+    assert waited < 15.0  # it did not wait for the held GPU

@@ -49,7 +49,7 @@ def test_tables_carry_the_protocol_and_the_published_rows(replica_run):
     assert "Benchmark: paper (scale tiny)" in main
     assert "Protocol: released (the released code's protocol: the plateau gate reads test-split" in main
     assert "| UniAV (published)" in main
-    metrics = json.loads((project / "results" / "metrics" / "uniav.json").read_text())
+    metrics = json.loads((project / "results" / "metrics" / "experiments" / "uniav.json").read_text())
     assert metrics["protocol"] == "released"
     assert set(metrics["tasks"]) == {"tal", "sed", "avel"}
     training = json.loads((project / "results" / "models" / "uniav" / "training.json").read_text())
@@ -66,7 +66,7 @@ def test_data_report_counts_equal_the_planted_quirks(replica_run):
     replica, project = replica_run
     planted = json.loads((replica / "replica.json").read_text())["planted"]
     counts = json.loads((replica / "replica.json").read_text())["counts"]
-    report = json.loads((project / "results" / "metrics" / "uniav.json").read_text())["data_report"]
+    report = json.loads((project / "results" / "metrics" / "experiments" / "uniav.json").read_text())["data_report"]
     for task, (train_subset, test_subset) in SUBSETS.items():
         for split, subset in (("train", train_subset), ("validation", test_subset),
                               ("test", test_subset)):

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from uniav.argtypes import non_negative_int, positive_int
+from uniav.argtypes import non_negative_int
 from uniav.config.cli import add_config_arguments, config_from_args
 from uniav.errors import InputError
 
@@ -64,8 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=non_negative_int, default=None,
                    help="number of GPUs (default: count `nvidia-smi -L` lines)")
     # dest gpu_command: "command" is the top-level parser's dest for the sub-command's name
-    p.add_argument("--count", type=positive_int, default=1,
-                   help="GPUs the command needs, e.g. one per torchrun process (default: 1)")
+    p.add_argument("--count", type=non_negative_int, default=1,
+                   help="GPUs the command needs, e.g. one per torchrun process; 0: none (the "
+                        "command sees no GPU, e.g. a CPU job given `--set-resources "
+                        "train:gpu=0`) (default: 1)")
     p.add_argument("gpu_command", metavar="command", nargs=argparse.REMAINDER,
                    help="-- COMMAND [ARGS...]")
     p.set_defaults(handler=_gpu_slot)

@@ -8,41 +8,20 @@ times are the restore's, in no particular order, and Snakemake's records of them
 fresh clone) or another version's (after a checkout).  Snakemake then plans to retrain models
 that DVC reports up to date - or, with another version's records, can miss a real change.
 
-What happens instead: before Snakemake plans anything, at parse time of every main Snakemake
-process, :func:`reconcile` (called by ``workflow/rules/common.smk``)
-
-1. gives every output of the job plan (:meth:`uniav.pipeline.jobs.JobPlan.phase_outputs`) a
-   signature - size, modification time and inode of the file, or of every file of the
-   directory - and compares it with the one recorded in ``.snakemake/uniav/dvc-sync.json`` when
-   Snakemake last saw it (after each successful Snakemake run, and here).  Nothing differs:
-   done - the normal case, a few milliseconds, no DVC call.  (No record at all while Snakemake
-   has metadata: the first run with this mechanism; Snakemake's records are taken as they are.)
-2. For the outputs that changed outside Snakemake, asks DVC about their stage (each phase of the
-   job plan is the DVC stage of the same name): ``dvc status --json <stages>``.  An output in an
-   out that DVC reports modified, or of a stage DVC never ran, is left to Snakemake's own rules
-   (an edit).  Otherwise it is what ``dvc repro`` made, as ``dvc.lock`` records, and
-
-   * if the stage's inputs are those of ``dvc.lock`` (no upstream output among its changed
-     deps): Snakemake is told what made it, with its own means: ``snakemake --touch`` of
-     exactly those outputs (modification times in pipeline order, metadata) with the
-     parameters recorded in ``dvc.lock``.  If params.yaml agrees with the
-     lock, nothing is left to do; if a parameter changed since, Snakemake's params trigger
-     reruns exactly the jobs whose settings it changes;
-   * if an upstream output changed: the outputs get a modification time older than any input
-     (1970), so Snakemake reruns their jobs.
-
-   Inside a DVC stage (``DVC_STAGE``, set by ``dvc repro`` / ``dvc exp run``) only the stages
-   before the running one are asked (DVC brought them up to date already; asking about the
-   running stage would wait for its own lock).  Restored outputs of the running stage are made
-   older than their inputs (DVC runs the stage because something changed; for the first stage,
-   which has no inputs, they are touched with the locked parameters), those of later stages wait
-   for their stage.
+What happens instead (the whole story: docs/pipeline.md, "Snakemake agrees with DVC after
+`dvc pull`..."): before Snakemake plans anything, :func:`reconcile` (called by
+``workflow/rules/common.smk``) compares a signature of every output of the job plan with the one recorded in
+``.snakemake/uniav/dvc-sync.json`` when Snakemake last saw it.  Nothing differs: done, no DVC
+call.  For outputs that changed outside Snakemake it asks ``dvc status --json`` about their
+stage: outputs DVC vouches for (content and inputs as ``dvc.lock`` records) are
+``snakemake --touch``-ed with the parameters of ``dvc.lock``; outputs whose upstream changed get
+a 1970 modification time so that their jobs rerun; edits are left to Snakemake's own rules.
+Inside a DVC stage (``DVC_STAGE``) only the stages before the running one are asked.
 
 A real change is not hidden: a job is marked up to date only with the parameters that made its
 outputs, and only when DVC reports their content and inputs to be those of ``dvc.lock``.  What
-Snakemake cannot be told is an older *rule code* of a restored output (a rule edited since the
-lock: ``dvc status`` shows it; ``snakemake --forcerun <rule>``).  ``UNIAV_DVC_SYNC=0`` turns all
-this off.
+Snakemake cannot be told is an older *rule code* of a restored output (``snakemake --forcerun
+<rule>``).  ``UNIAV_DVC_SYNC=0`` turns all this off.
 """
 
 from __future__ import annotations

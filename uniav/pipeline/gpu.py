@@ -102,12 +102,15 @@ def exec_in_gpu_slot(command: list[str], lock_dir: str | Path = DEFAULT_LOCK_DIR
         command: the program and its arguments.
         lock_dir: directory of the lock files.
         gpus: number of GPUs (default: :func:`count_gpus`).
-        count: GPUs the command needs (a torchrun job: one per process).
+        count: GPUs the command needs (a torchrun job: one per process); 0: none - the command
+            sees no GPU (``CUDA_VISIBLE_DEVICES=""``), so it cannot take one a GPU job holds.
     """
     if not command:
         raise ValueError("no command given")
     env = dict(os.environ)
-    if "CUDA_VISIBLE_DEVICES" not in env:
+    if "CUDA_VISIBLE_DEVICES" not in env and count == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif "CUDA_VISIBLE_DEVICES" not in env:
         available = count_gpus() if gpus is None else gpus
         if available > 0:
             held = acquire_gpus(available, lock_dir, count)
