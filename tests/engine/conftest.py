@@ -26,16 +26,18 @@ CLASSES = {"tal": ["Bungee jumping", "Playing violin", "Surfing"],
 GRID = {"tal": (48, 0.5, 10), "sed": (32, 0.25, 10), "avel": (48, 0.25, 10)}
 
 
-def _write_task(root: Path, task: str, seed: int) -> None:
+def _write_task(root: Path, task: str, seed: int, dims: tuple[int, int] = (DIM, DIM),
+                encoders: tuple[str, str] = ("planted", "planted")) -> None:
     steps, step_seconds, per_subset = GRID[task]
+    visual_dim, audio_dim = dims
     rng = np.random.default_rng(seed)
     database = {}
     task_dir = root / task
     for subset in ("training", "validation", "testing"):
         for i in range(per_subset if subset == "training" else per_subset // 2):
             video = f"{task}_{subset}_{i:02d}"
-            visual = rng.normal(0, 1, (steps, DIM)).astype(np.float32)
-            audio = rng.normal(0, 1, (steps, DIM)).astype(np.float32)
+            visual = rng.normal(0, 1, (steps, visual_dim)).astype(np.float32)
+            audio = rng.normal(0, 1, (steps, audio_dim)).astype(np.float32)
             annotations = []
             start = int(rng.integers(1, 6))
             while start < steps - 6:
@@ -54,9 +56,9 @@ def _write_task(root: Path, task: str, seed: int) -> None:
             database[video] = {"subset": subset, "duration": duration, "fps": 16,
                                "annotations": annotations}
             write_npy_video(task_dir / "features", FeatureLayout(), video, visual, audio)
-    write_meta(task_dir / "features", {"visual_encoder": "planted", "audio_encoder": "planted",
-                                       "visual_dim": DIM, "audio_dim": DIM, "fps": 16,
-                                       "format": "npy"})
+    write_meta(task_dir / "features", {"visual_encoder": encoders[0], "audio_encoder": encoders[1],
+                                       "visual_dim": visual_dim, "audio_dim": audio_dim,
+                                       "fps": 16, "format": "npy"})
     (task_dir / "annotations.json").write_text(json.dumps({"classes": CLASSES[task],
                                                            "database": database}))
     prompts = np.eye(3, 6, dtype=np.float32)

@@ -63,6 +63,35 @@ def test_settings_are_canonical_json():
         _plan().settings("deploy")
 
 
+#: The shipped experiments' training checkpoint directories (keyed by the hash of the training
+#: settings) and the start of the SHA-256 of their evaluation settings, as computed on main
+#: before experiments.<name>.init_from / held_out_classes existed: the new keys must leave
+#: every existing experiment's settings - so its config hash and its Snakemake rerun
+#: triggers - as they were.
+SHIPPED = {
+    "single_tal": ("f7388280b901", "bc15a3b517aa8176"),
+    "single_sed": ("a9899404888a", "39fa9cbf4b9e7cb6"),
+    "single_avel": ("a2f253ad2e1c", "564bf7ff34716d4a"),
+    "naive_multi": ("9b6d7fee1d25", "04da02700998ad05"),
+    "uniav": ("5fb77d7fda00", "04da02700998ad05"),
+    "linear_cls": ("db087732aa5e", "04da02700998ad05"),
+}
+
+
+def test_shipped_experiments_keep_their_settings_and_plain_jobs():
+    import hashlib
+
+    plan = _plan()
+    assert plan.experiments() == list(SHIPPED)
+    for name, (train_hash, evaluate_hash) in SHIPPED.items():
+        assert plan.checkpoint_dir(name) == f"work/checkpoints/{name}/{train_hash}", name
+        evaluate = plan.settings("evaluate", experiment=name)
+        assert hashlib.sha256(evaluate.encode()).hexdigest()[:16] == evaluate_hash, name
+        assert plan.train_arguments(name) == ""
+        assert "init_from" not in plan.experiment_inputs(name)
+        assert not any(key.startswith("prompts_") for key in plan.evaluation_inputs(name))
+
+
 def test_checkpoint_dir_follows_the_training_settings():
     assert _plan().checkpoint_dir("uniav") == _plan().checkpoint_dir("uniav")
     assert _plan().checkpoint_dir("uniav") != _plan("train.epochs=3").checkpoint_dir("uniav")

@@ -116,3 +116,50 @@ def test_checkpoint_directory_is_keyed_by_training_settings(tmp_path: Path) -> N
     longer = work_dirs("train={epochs: 9}")
     assert all(longer[name] != plain[name] for name in plain)
     assert work_dirs("tracking={enabled: false}") == plain  # not a training setting
+
+
+def _dry_run_jobs(output: str) -> dict[tuple[str, str], str]:
+    """(rule, experiment) -> the block Snakemake prints for that job in a dry run with -p."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        experiment = re.search(r"wildcards: .*?experiment=(\w+)", block)
+        if rule and experiment:
+            jobs[(rule.group(1), experiment.group(1))] = block
+    return jobs
+
+
+def test_open_set_and_fine_tuning_experiments_are_planned(tmp_path: Path) -> None:
+    """`--configfile params.open_set.yaml` plus an experiment with `init_from`: the fine-tuning
+    job takes the parent's exported weights as input and passes them with --init-from; the
+    held-out evaluation reads the prompt embeddings; the parent is trained plainly."""
+    root = copy_workflow(tmp_path / "project")
+    (root / "params.open_set.yaml").write_text((REPO_ROOT / "params.open_set.yaml").read_text())
+    (root / "finetune.yaml").write_text(yaml.safe_dump({"experiments": {"finetune_sed": {
+        "tasks": ["sed"], "description": "fine-tuned from the open-set model",
+        "init_from": {"experiment": "open_set_uniav"}}}}))
+    parent = "results/models/open_set_uniav/model.safetensors"
+    output = run(["snakemake", "-n", "-p", "--cores", "2",
+                  "--configfile", "params.open_set.yaml", "finetune.yaml", "--",
+                  "results/models/finetune_sed/model.safetensors",
+                  "results/metrics/experiments/open_set_single_sed.json"], root).stdout
+    jobs = _dry_run_jobs(output)
+    assert set(jobs) == {("train", "finetune_sed"), ("train", "open_set_uniav"),
+                         ("train", "open_set_single_sed"), ("evaluate", "open_set_single_sed")}
+    finetune = jobs[("train", "finetune_sed")]
+    inputs = re.search(r"input: (.*)", finetune).group(1).split(", ")
+    assert parent in inputs
+    assert re.search(r"uniav train .*--experiment finetune_sed .*--init-from " + re.escape(parent)
+                     + r" > logs/train/finetune_sed\.log", finetune)
+    for plain in ("open_set_uniav", "open_set_single_sed"):
+        assert "--init-from" not in jobs[("train", plain)]
+        assert re.search(r"input: (.*)", jobs[("train", plain)]).group(1).count(
+            "model.safetensors") == 0
+    evaluate_inputs = re.search(r"input: (.*)", jobs[("evaluate", "open_set_single_sed")]).group(
+        1).split(", ")
+    prompts = [path for path in evaluate_inputs if path.endswith("/sed.npy")]
+    assert len(prompts) == 1 and "prompts" in prompts[0]
+    counts = _job_counts(output)
+    assert counts["train"] == 3 and counts["evaluate"] == 1
+    # the shipped experiments are not planned: the targets need only these
+    assert not any(name in {"uniav", "naive_multi", "linear_cls"} for _, name in jobs)

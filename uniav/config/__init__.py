@@ -11,13 +11,14 @@ Every problem is a :class:`~uniav.errors.ConfigError` naming the key path, e.g.:
     ConfigError: train.lr.tal: expected a number, got 'fast'
 """
 
-from uniav.config.experiments import MODEL_PRESETS, ResolvedExperiment, TaskSpec, resolve_model
+from uniav.config.experiments import (ARCHITECTURE_KEYS, MODEL_PRESETS, ResolvedExperiment,
+                                      TaskSpec, architecture_differences, resolve_model)
 from uniav.config.loading import (DEFAULT_PROTOCOL, config_from_dict, config_hash, deep_merge,
                                   load_config, parse_override, to_plain)
 from uniav.config.sections import (Config, CustomEncoderConfig, DataPolicy,
                                    DatasetTaskConfig, EvalConfig, ExperimentConfig,
-                                   FeaturesConfig, ManifestEntry, MediaConfig, ModelConfig,
-                                   PaperConfig, PlateauGateConfig, PromptsConfig, SplitSizes,
+                                   FeaturesConfig, InitFrom, ManifestEntry, MediaConfig,
+                                   ModelConfig, PaperConfig, PlateauGateConfig, PromptsConfig, SplitSizes,
                                    SubsetNames, SyntheticConfig, TableRow, TablesConfig,
                                    TaskConfig, TrackingConfig, TrainConfig)
 from uniav.config.validation import coerce, parse
@@ -35,11 +36,12 @@ def json_schema() -> dict:
 
 
 __all__ = [
-    "MODEL_PRESETS", "DEFAULT_PROTOCOL", "Config", "ConfigError", "CustomEncoderConfig",
-    "DataPolicy", "DatasetTaskConfig", "EvalConfig", "ExperimentConfig", "FeaturesConfig",
-    "ManifestEntry", "MediaConfig", "ModelConfig", "PaperConfig", "PlateauGateConfig",
-    "PromptsConfig", "ResolvedExperiment", "SplitSizes", "SubsetNames", "SyntheticConfig",
-    "TableRow", "TablesConfig", "TaskConfig", "TaskSpec", "TrackingConfig", "TrainConfig",
-    "coerce", "config_from_dict", "config_hash", "deep_merge", "json_schema", "load_config",
-    "parse", "parse_override", "resolve_model", "to_plain",
+    "ARCHITECTURE_KEYS", "MODEL_PRESETS", "DEFAULT_PROTOCOL", "Config", "ConfigError",
+    "CustomEncoderConfig", "DataPolicy", "DatasetTaskConfig", "EvalConfig", "ExperimentConfig",
+    "FeaturesConfig", "InitFrom", "ManifestEntry", "MediaConfig", "ModelConfig", "PaperConfig",
+    "PlateauGateConfig", "PromptsConfig", "ResolvedExperiment", "SplitSizes", "SubsetNames",
+    "SyntheticConfig", "TableRow", "TablesConfig", "TaskConfig", "TaskSpec", "TrackingConfig",
+    "TrainConfig", "architecture_differences", "coerce", "config_from_dict", "config_hash",
+    "deep_merge", "json_schema", "load_config", "parse", "parse_override", "resolve_model",
+    "to_plain",
 ]

@@ -22,6 +22,35 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "cpu": {"embd_dim": 64, "head_dim": 64},
 }
 
+#: The model settings that make two models the same architecture (parameter shapes and what
+#: they mean): weights of one initialise the other only when all of these are equal
+#: (``uniav train --init-from``, ``experiments.<name>.init_from``).  The others - drop-path,
+#: dropout, loss settings, the classifier's initial prior, the position-table behaviour at
+#: inference, the preset name - may differ between pre-training and fine-tuning.
+ARCHITECTURE_KEYS: tuple[str, ...] = (
+    "embd_dim", "head_dim", "n_head", "arch", "scale_factor", "regression_ranges",
+    "embd_kernel_size", "head_kernel_size", "head_num_layers", "embd_with_ln", "head_with_ln",
+    "use_abs_pe", "task_experts", "classifier")
+
+
+def architecture_differences(ours: Any, theirs: Any) -> dict[str, tuple[Any, Any]]:
+    """The :data:`ARCHITECTURE_KEYS` whose values differ between two resolved models.
+
+    Args:
+        ours, theirs: :class:`ModelConfig` instances or plain mappings of one.
+
+    Returns:
+        ``{"model.<key>": (our value, their value)}`` (lists for tuples), in key order.
+    """
+    def value(model: Any, key: str) -> Any:
+        found = model.get(key) if isinstance(model, dict) else getattr(model, key)
+        if isinstance(found, (list, tuple)):
+            return [list(v) if isinstance(v, (list, tuple)) else v for v in found]
+        return found
+
+    return {f"model.{key}": (value(ours, key), value(theirs, key)) for key in ARCHITECTURE_KEYS
+            if value(ours, key) != value(theirs, key)}
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -55,6 +84,8 @@ class ResolvedExperiment:
         model: the resolved model (preset widths filled in).
         train: the training settings with the experiment's overrides.
         specs: task name -> :class:`TaskSpec`.
+        init_from: the experiment whose weights training starts from, or None.
+        held_out_classes: task -> class names held out of training (empty: none).
     """
 
     name: str
@@ -62,14 +93,23 @@ class ResolvedExperiment:
     model: ModelConfig
     train: TrainConfig
     specs: dict[str, TaskSpec]
+    init_from: str | None = None
+    held_out_classes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data view (JSON-serialisable), used for hashing and tracking."""
+        """Plain-data view (JSON-serialisable), used for hashing and tracking.  ``init_from``
+        and ``held_out_classes`` appear only when set, so that the settings (and config
+        hashes) of experiments without them are what they were before these keys existed."""
         from uniav.config.loading import to_plain
 
-        return {"name": self.name, "tasks": list(self.tasks), "model": to_plain(self.model),
+        data = {"name": self.name, "tasks": list(self.tasks), "model": to_plain(self.model),
                 "train": to_plain(self.train),
                 "specs": {t: to_plain(s) for t, s in self.specs.items()}}
+        if self.init_from is not None:
+            data["init_from"] = {"experiment": self.init_from}
+        if self.held_out_classes:
+            data["held_out_classes"] = {t: list(c) for t, c in self.held_out_classes.items()}
+        return data
 
 
 def task_spec(config: Config, task: str) -> TaskSpec:
@@ -116,4 +156,7 @@ def resolve_experiment(config: Config, name: str) -> ResolvedExperiment:
         rank = {task: i for i, task in enumerate(train.task_order)}
         tasks.sort(key=lambda task: rank.get(task, len(rank)))
     return ResolvedExperiment(name=name, tasks=tasks, model=model, train=train,
-                              specs={t: task_spec(config, t) for t in tasks})
+                              specs={t: task_spec(config, t) for t in tasks},
+                              init_from=exp.init_from.experiment if exp.init_from else None,
+                              held_out_classes={t: tuple(names) for t, names
+                                                in exp.held_out_classes.items()})

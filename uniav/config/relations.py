@@ -3,7 +3,9 @@
 What the JSON schema cannot say: names that must refer to each other (tasks, experiments,
 encoders), sizes that must divide each other (a task's ``max_seq_len`` and the model's largest
 stride, the embedding width and the heads), counts that must leave something to train on, and
-protocol rules (only ``protocol: released`` may validate on the test subset).
+protocol rules (only ``protocol: released`` may validate on the test subset), experiments
+that start from another experiment's weights (it must exist, no cycles, the same architecture)
+and held-out classes (of the experiment's tasks, with the prompt classifier).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def check_relations(config: Config) -> None:
         _check_model(config, model, path)
     _check_training(config)
     _check_features(config)
+    _check_experiment_links(config)
     for table in ("main", "ablation"):
         for i, row in enumerate(getattr(config.tables, table)):
             for experiment in row.experiments:
@@ -185,3 +188,46 @@ def _check_features(config: Config) -> None:
         if modalities[name] != modality:
             raise ConfigError(f"features.{key}: {name!r} encodes {modalities[name]}, not "
                               f"{modality}")
+
+
+def _check_experiment_links(config: Config) -> None:
+    """``experiments.<name>.init_from`` and ``.held_out_classes`` (class names are checked
+    against the annotation file when the data are read: :mod:`uniav.engine.training_data`)."""
+    from uniav.config.experiments import architecture_differences
+
+    for name, exp in config.experiments.items():
+        path = f"experiments.{name}"
+        for task, classes in exp.held_out_classes.items():
+            if task not in exp.tasks:
+                raise ConfigError(f"{path}.held_out_classes.{task}: the experiment does not train "
+                                  f"task {task!r} (its tasks: {', '.join(exp.tasks)})")
+            repeated = sorted({c for c in classes if classes.count(c) > 1})
+            if repeated:
+                raise ConfigError(f"{path}.held_out_classes.{task}: {repeated[0]!r} is listed "
+                                  f"twice")
+        if exp.held_out_classes and config.experiment(name).model.classifier != "prompt":
+            raise ConfigError(f"{path}.held_out_classes: needs the prompt classifier (model."
+                              f"classifier: prompt): a linear classifier cannot score classes "
+                              f"it was not trained on")
+        if exp.init_from is None:
+            continue
+        source = exp.init_from.experiment
+        if source not in config.experiments:
+            raise _unknown(f"{path}.init_from.experiment", source, list(config.experiments),
+                           "experiment")
+        chain = [name]
+        while source is not None:
+            if source in chain:
+                raise ConfigError(f"{path}.init_from: experiments start from each other in a "
+                                  f"cycle ({' -> '.join(chain + [source])})")
+            chain.append(source)
+            link = config.experiments[source].init_from
+            source = link.experiment if link else None
+        source = exp.init_from.experiment
+        differences = architecture_differences(config.experiment(name).model,
+                                               config.experiment(source).model)
+        if differences:
+            listed = "; ".join(f"{key}: {ours!r} here, {theirs!r} in {source}"
+                               for key, (ours, theirs) in differences.items())
+            raise ConfigError(f"{path}.init_from: experiment {source!r} has another "
+                              f"architecture ({listed})")

@@ -342,14 +342,31 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------
 
 @section
+class InitFrom:
+    """Where an experiment's training starts from: the exported weights of another experiment
+    (``results/models/<experiment>/model.safetensors`` in the pipeline, passed to ``uniav train
+    --init-from``).  Its architecture must equal this experiment's."""
+
+    experiment: TaskName
+
+
+@section
 class ExperimentConfig:
     """A named experiment: the tasks it trains jointly and key-by-key overrides (validated as
-    partial :class:`ModelConfig` / :class:`TrainConfig` mappings)."""
+    partial :class:`ModelConfig` / :class:`TrainConfig` mappings).
+
+    ``init_from`` starts training from another experiment's weights (fine-tuning);
+    ``held_out_classes`` removes the instances of the named classes of a task from its training
+    and validation data and from the training vocabulary (an open-set experiment: ``uniav
+    evaluate`` then scores every class of the split, seen and held out)."""
 
     tasks: Annotated[list[TaskName], Field(min_length=1)]
     description: str = ""
     model: PartialModelConfig = field(default_factory=dict)
     train: PartialTrainConfig = field(default_factory=dict)
+    init_from: InitFrom | None = None
+    held_out_classes: dict[TaskName, Annotated[list[NonEmpty], Field(min_length=1)]] = field(
+        default_factory=dict)
 
 
 @section

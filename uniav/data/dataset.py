@@ -115,10 +115,16 @@ class LocalizationDataset:
         holdout: hold validation videos out of a training subset that has no validation
             subset (``False`` when validation reads the test split, as the released protocol
             does: the whole training subset trains).
+        held_out_classes: classes of the annotation file left out of this dataset (an
+            open-set experiment's training and validation data): their instances are removed
+            (not relabelled as background; counted as ``annotations_dropped.held_out``) and
+            they are not in :attr:`classes`.
 
     Attributes:
         spec, split: as given.
-        classes: class names of the annotation file (the same for every split).
+        classes: class names of the annotation file (the same for every split), without the
+            held-out ones; the labels of the items index this list.
+        all_classes: every class name of the annotation file.
         video_ids: ids of the split's videos (without skipped ones), in file order.
         dims: ``(visual_dim, audio_dim)``.
         lengths: per video the number of steps the model sees (before any crop).
@@ -128,13 +134,15 @@ class LocalizationDataset:
     Raises:
         InputError: bad annotations, an empty split, missing features, bad feature shapes or
             values, a length inconsistent with the duration (as the policy says).
-        ConfigError: a hold-out fraction outside (0, 1).
+        ConfigError: a hold-out fraction outside (0, 1); held-out classes the annotation file
+            does not have, or all of its classes held out.
     """
 
     def __init__(self, spec: TaskSpec, split: Split, *, seed: int,
                  policy: DataPolicy = DataPolicy(), remove_duplicate_gt: bool = True,
                  expected_dims: tuple[int, int] | None = None, preload: bool = True,
-                 cache_bytes: int | None = DEFAULT_CACHE_BYTES, holdout: bool = True):
+                 cache_bytes: int | None = DEFAULT_CACHE_BYTES, holdout: bool = True,
+                 held_out_classes: tuple[str, ...] | list[str] = ()):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.spec, self.split, self.seed, self.policy = spec, split, seed, policy
@@ -142,11 +150,21 @@ class LocalizationDataset:
         data = spec.data
         database = load_annotations_under(data.annotations, policy)
         self.annotation_file = database.path
-        self.classes: list[str] = list(database.classes)
-        if data.num_classes is not None and len(self.classes) != data.num_classes:
-            raise InputError(f"{len(self.classes)} classes in the annotation file, "
+        self.all_classes: list[str] = list(database.classes)
+        if data.num_classes is not None and len(self.all_classes) != data.num_classes:
+            raise InputError(f"{len(self.all_classes)} classes in the annotation file, "
                              f"{self._config_key('num_classes')} says {data.num_classes}",
                              file=database.path, field="classes")
+        self.held_out_classes: frozenset[str] = frozenset(held_out_classes)
+        unknown = [name for name in held_out_classes if name not in self.all_classes]
+        if unknown:
+            raise ConfigError(f"held-out class {unknown[0]!r} of task {spec.name!r} is not a "
+                              f"class of {database.path} (its classes: "
+                              f"{', '.join(self.all_classes)})")
+        self.classes: list[str] = [c for c in self.all_classes if c not in self.held_out_classes]
+        if not self.classes:
+            raise ConfigError(f"task {spec.name!r}: every class of {database.path} is held out; "
+                              f"nothing is left to train on")
         videos = self._select_videos(database.subset, split, seed)
         self.report = DataReport(task=spec.name, split=split, subset=self._subset_name(),
                                  videos_listed=len(videos),
@@ -322,8 +340,13 @@ class LocalizationDataset:
         data, report, vid = self.spec.data, self.report, video.video_id
         segments, labels = video.segments, list(video.labels)
         keep = np.ones(len(labels), dtype=bool)
+        if self.held_out_classes:
+            held_out = np.asarray([label in self.held_out_classes for label in labels],
+                                  dtype=bool)
+            report.add("annotations_dropped.held_out", int(held_out.sum()), vid)
+            keep &= ~held_out
         if remove_duplicate_gt and len(labels) > 1:
-            duplicates = duplicate_mask(segments, labels)
+            duplicates = duplicate_mask(segments, labels) & keep
             report.add("annotations_dropped.duplicate", int(duplicates.sum()), vid)
             keep &= ~duplicates
         zero = (segments[:, 1] - segments[:, 0]) < MIN_SEGMENT_LENGTH

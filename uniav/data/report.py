@@ -26,6 +26,8 @@ MEANING = {
     "annotations_dropped.duplicate": "repeat an earlier annotation (same label, bounds within 1 ms)",
     "annotations_dropped.zero_length": "zero-length segments (no step lies inside them)",
     "annotations_dropped.past_features": "training instances (mostly) past the end of the features",
+    "annotations_dropped.held_out": "instances of classes the experiment holds out of training "
+                                    "and validation (experiments.<name>.held_out_classes)",
     "annotations_kept.zero_length": "zero-length ground truth kept (no prediction can match it)",
     "annotations_kept.past_duration": "segments sticking out of [0, duration], kept as they are",
     "annotations_clamped.past_duration": "segments clamped into [0, duration]",

@@ -27,13 +27,21 @@ def _train(args: argparse.Namespace) -> int:
     from uniav.tracking import TrainingRun
 
     config = config_from_args(args)
+    if args.init_from is not None:
+        from uniav.fileio import refuse_output_over_input
+
+        refuse_output_over_input(
+            {"--output-dir (model.safetensors)": Path(args.output_dir) / "model.safetensors",
+             "--work-dir (best.safetensors)": Path(args.work_dir) / "best.safetensors"},
+            {"--init-from": args.init_from})
     rank = int(os.environ.get("RANK", "0"))
     # one MLflow run per experiment, reopened by a resumed training (uniav/tracking/runs.py)
     run = TrainingRun(config, args.experiment, work_dir=args.work_dir,
                       enabled=config.tracking.enabled and rank == 0 and not args.no_tracking)
     trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
                       work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=run,
-                      threads=_threads(args), progress=not args.no_progress)
+                      threads=_threads(args), progress=not args.no_progress,
+                      init_from=args.init_from)
     try:
         with run.open(trainer):
             result = trainer.fit()
@@ -46,13 +54,16 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from uniav.engine.inference import check_evaluate_paths, evaluate_experiment
+    from uniav.engine.vocabulary import vocabulary_request
     from uniav.tracking import EvaluationRun
 
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
+    vocabulary = vocabulary_request(args.classes, args.classes_file, args.class_embeddings)
     check_evaluate_paths(config, args.experiment, config_path=args.config,
                          weights=args.weights, predictions_dir=args.predictions_dir,
-                         metrics_path=args.metrics)
+                         metrics_path=args.metrics,
+                         other_inputs=vocabulary.inputs() if vocabulary else None)
     # into the training's run when the weights name it (uniav/tracking/runs.py)
     run = EvaluationRun(config, args.experiment, weights=args.weights, split=args.split,
                         enabled=config.tracking.enabled and not args.no_tracking)
@@ -62,19 +73,26 @@ def _evaluate(args: argparse.Namespace) -> int:
                                       metrics_path=args.metrics, split=args.split,
                                       threads=_threads(args), tracker=run,
                                       progress=not args.no_progress,
-                                      allow_other_experiment=args.allow_other_experiment)
+                                      allow_other_experiment=args.allow_other_experiment,
+                                      tasks=args.tasks, vocabulary=vocabulary,
+                                      prompts_dir=args.prompts_dir)
         run.log_result(summary, predictions_dir=args.predictions_dir)
     for task, metrics in summary["tasks"].items():
-        print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}")
+        groups = "".join(f", {name} {values['average_mAP']:.4f}"
+                         for name, values in (metrics.get("class_groups") or {}).items()
+                         if values["average_mAP"] is not None)
+        print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}{groups}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from uniav.engine.predict import predict_video
+    from uniav.engine.vocabulary import vocabulary_request
 
+    vocabulary = vocabulary_request(args.classes, args.classes_file, args.class_embeddings)
     result = predict_video(args.video, args.weights, output_dir=args.output_dir,
                            tasks=args.tasks or None, min_score=args.min_score,
-                           top_k=args.top_k, threads=_threads(args))
+                           top_k=args.top_k, threads=_threads(args), vocabulary=vocabulary)
     print(json.dumps({"json": str(result["json"]), "figure": str(result["figure"]),
                       "detections": {t: len(d) for t, d in result["detections"].items()}}))
     return 0
@@ -164,6 +182,21 @@ def _input_dims(config, args: argparse.Namespace) -> dict[str, int]:
             "text_dim": args.text_dim or text}
 
 
+def _add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--classes`` / ``--classes-file`` / ``--class-embeddings`` (uniav/engine/vocabulary.py)."""
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                       help="localize these classes instead of the trained ones (embedded with "
+                            "the model's text encoder and each task's prompt template; labels "
+                            "in the output are these names)")
+    names.add_argument("--classes-file", default=None, metavar="FILE",
+                       help="as --classes, one name per line (blank lines and # comments "
+                            "skipped; a repeated name is an error)")
+    parser.add_argument("--class-embeddings", default=None, metavar="NPY",
+                        help="the names' text embeddings, one row per name (for a model whose "
+                             "text encoder is not available here, e.g. ONE-PEACE prompts)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Register the engine's sub-commands."""
     p = subparsers.add_parser("train", help="train one experiment (resumable; torchrun for DDP)")
@@ -172,6 +205,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True, help="where model.safetensors and training.json go")
     p.add_argument("--work-dir", required=True, help="resumable checkpoints (kept on failure)")
     p.add_argument("--prompts-dir", default=None, help="directory of <task>.npy prompt embeddings")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from these exported weights (model.safetensors of `uniav train` "
+                        "or `uniav import-checkpoint`): same architecture; fresh optimizer, "
+                        "schedule and EMA; the run's own prompts (docs/protocol.md)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -187,6 +224,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-other-experiment", action="store_true",
                    help="evaluate weights that `uniav train` wrote for another experiment (the "
                         "metrics record the weights' own experiment and config hash)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="evaluate only these tasks of the experiment (default: all)")
+    _add_vocabulary_arguments(p)
+    p.add_argument("--prompts-dir", default=None,
+                   help="prompt embeddings of every class, for weights trained with held-out "
+                        "classes (default: prompts.output_dir)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true")
@@ -204,6 +247,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="drop detections scoring below this, in [0, 1] (default: %(default)s)")
     p.add_argument("--top-k", type=positive_int, default=20,
                    help="keep at most this many per task, >= 1 (default: %(default)s)")
+    _add_vocabulary_arguments(p)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(handler=_predict)
 

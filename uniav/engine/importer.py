@@ -123,7 +123,10 @@ def import_released_checkpoint(config: Config, checkpoint: str | Path, output: s
         "features": {t: {"visual_encoder": "one-peace-video", "audio_encoder": "one-peace-audio",
                          "visual_dim": layout["visual_dim"], "audio_dim": layout["audio_dim"]}
                      for t in tasks},
-        "eval": to_plain(config.eval)}
+        "eval": to_plain(config.eval),
+        # precomputed prompt embeddings (ONE-PEACE's text space): no text encoder here can add
+        # classes to this model; `uniav predict/evaluate --classes` need --class-embeddings
+        "prompts": {"source": "npy", "files": {t: Path(prompts[t]).name for t in tasks}}}
     output = Path(output)
     export_weights(output, model.state_dict(), metadata)
     return output

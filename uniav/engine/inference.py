@@ -70,8 +70,12 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_cfg: EvalConfig,
                     device: torch.device, *, autocast_dtype: torch.dtype | None = None,
-                    progress: bool = False) -> dict[str, list[Detection]]:
-    """Detections for every video of a dataset split (ActivityNet results mapping)."""
+                    progress: bool = False, vocabulary: Any = None
+                    ) -> dict[str, list[Detection]]:
+    """Detections for every video of a dataset split (ActivityNet results mapping).
+
+    With a :class:`~uniav.engine.vocabulary.TaskVocabulary` (installed in the model already)
+    the labels are its classes; otherwise the dataset's."""
     from tqdm import tqdm
 
     from uniav.data.batching import collate, padded_length
@@ -80,6 +84,7 @@ def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_c
     model.eval()
     max_stride = model.level_strides[-1]
     predictions: dict[str, list[Detection]] = {}
+    classes = vocabulary.classes if vocabulary is not None else dataset.classes
     indices = list(range(len(dataset)))
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
@@ -93,41 +98,77 @@ def predict_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_c
         batch = collate(items, length).to(device)
         with autocast:
             output = model(batch.visual, batch.audio, batch.mask, spec.name)
+        if vocabulary is not None:
+            output = vocabulary.adapt(output)
         for meta, detections in zip(batch.videos, detections_of_batch(
-                output, batch.videos, spec.task, eval_cfg, dataset.classes, spec.class_aware)):
+                output, batch.videos, spec.task, eval_cfg, classes, spec.class_aware)):
             predictions[meta.video_id] = detections
     model.train(was_training)
     return predictions
 
 
 def score_predictions(dataset: Any, spec: TaskSpec, predictions: dict[str, list[Detection]],
-                      eval_cfg: EvalConfig, sed_extras: bool = False) -> dict[str, Any]:
-    """Detection mAP (and SED extras) of predictions against a split's ground truth."""
+                      eval_cfg: EvalConfig, sed_extras: bool = False, vocabulary: Any = None
+                      ) -> dict[str, Any]:
+    """Detection mAP (and SED extras) of predictions against a split's ground truth.
+
+    With a :class:`~uniav.engine.vocabulary.TaskVocabulary` the class list is its classes:
+    ground-truth instances of other labels are left out (counted in ``vocabulary``), and when
+    it differs from the trained classes ``class_groups`` averages the per-class AP over the
+    ``seen`` and the ``novel`` classes.
+
+    Raises:
+        InputError: no ground-truth instance of the split has a class of the vocabulary.
+    """
+    from uniav.engine.vocabulary import class_groups, restrict_ground_truth
     from uniav.evaluation import evaluate_detection
 
     # the split's ground truth after the data policy: zero-length instances are there only when
     # the policy keeps them as ground truth no prediction can match (the released evaluator)
     ground_truth = dataset.ground_truth()
+    classes = dataset.classes
+    record = None
+    if vocabulary is not None:
+        classes = vocabulary.classes
+        ground_truth, dropped = restrict_ground_truth(ground_truth, classes)
+        present = {label for video in ground_truth for label in video.labels}
+        record = {**vocabulary.record, "ground_truth_dropped": sum(dropped.values()),
+                  "ground_truth_dropped_by_class": dropped,
+                  "classes_not_in_split": [c for c in classes if c not in present]}
+        if not present:
+            raise InputError(f"task {spec.name!r}: no ground-truth instance of the {dataset.split} "
+                             f"split has a class of the vocabulary {classes} (the split's "
+                             f"classes: {', '.join(dataset.all_classes)}); choose other names "
+                             f"or the tasks to evaluate (--tasks)", field="--classes")
     result = evaluate_detection(ground_truth, {"results": predictions},
-                                thresholds=spec.task.tiou_thresholds, classes=dataset.classes,
+                                thresholds=spec.task.tiou_thresholds, classes=classes,
                                 remove_duplicate_gt=eval_cfg.remove_duplicate_gt,
                                 allow_zero_length_gt=True,
                                 fit_ground_truth=dataset.policy.segments_past_duration == "clamp")
     metrics = result.to_dict()
     if sed_extras:
         from uniav.evaluation.sed import sed_extras as compute_sed_extras
-        metrics["sed"] = compute_sed_extras(ground_truth, {"results": predictions}, dataset.classes)
+        metrics["sed"] = compute_sed_extras(ground_truth, {"results": predictions}, classes)
+    if record is not None:
+        metrics["vocabulary"] = record
+        if not vocabulary.is_trained:
+            metrics["class_groups"] = class_groups(
+                metrics["per_class"], metrics["thresholds"],
+                {"seen": vocabulary.seen, "novel": vocabulary.novel})
     return metrics
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset: Any, spec: TaskSpec, eval_cfg: EvalConfig,
                      device: torch.device, *, autocast_dtype: torch.dtype | None = None,
-                     sed_extras: bool = False, progress: bool = False
+                     sed_extras: bool = False, progress: bool = False, vocabulary: Any = None
                      ) -> tuple[dict[str, Any], dict[str, list[Detection]]]:
-    """Predict a split and score it.  Returns ``(metrics, predictions)``."""
+    """Predict a split and score it (optionally over another vocabulary, installed in the
+    model already).  Returns ``(metrics, predictions)``."""
     predictions = predict_dataset(model, dataset, spec, eval_cfg, device,
-                                  autocast_dtype=autocast_dtype, progress=progress)
-    return score_predictions(dataset, spec, predictions, eval_cfg, sed_extras), predictions
+                                  autocast_dtype=autocast_dtype, progress=progress,
+                                  vocabulary=vocabulary)
+    return (score_predictions(dataset, spec, predictions, eval_cfg, sed_extras, vocabulary),
+            predictions)
 
 
 def load_model_from_weights(path: str | Path, device: torch.device | str = "cpu"
@@ -168,9 +209,13 @@ def evaluation_settings(config: Config, experiment: str) -> dict[str, Any]:
     experiment's tasks and task specs, the evaluation settings, the seed, the data policy and
     the protocol (the pipeline reruns the job when they change)."""
     resolved = config.experiment(experiment)
-    return {"tasks": resolved.tasks, "specs": resolved.to_dict()["specs"],
-            "eval": to_plain(config.eval), "seed": config.seed, "data": to_plain(config.data),
-            "protocol": config.protocol}
+    settings = {"tasks": resolved.tasks, "specs": resolved.to_dict()["specs"],
+                "eval": to_plain(config.eval), "seed": config.seed, "data": to_plain(config.data),
+                "protocol": config.protocol}
+    if resolved.held_out_classes:  # scored over every class, with the prompts of all of them
+        settings["held_out_classes"] = resolved.to_dict()["held_out_classes"]
+        settings["prompts_dir"] = config.prompts.output_dir
+    return settings
 
 
 #: The ``experiment`` that :mod:`uniav.engine.importer` records in imported weights (they were
@@ -180,15 +225,18 @@ IMPORTED_EXPERIMENT = "released-import"
 
 def check_evaluate_paths(config: Config, experiment: str, *, config_path: str | Path | None,
                          weights: str | Path, predictions_dir: str | Path,
-                         metrics_path: str | Path) -> None:
+                         metrics_path: str | Path,
+                         other_inputs: dict[str, str | Path] | None = None) -> None:
     """Refuse an ``uniav evaluate`` whose outputs would replace one of its inputs (the weights,
-    the configuration, a task's annotations) or one another.
+    the configuration, a task's annotations, ``other_inputs`` such as a ``--classes-file``) or
+    one another.
 
     Raises:
         InputError: naming the output and the input it would overwrite.
     """
     resolved = config.experiment(experiment)
-    inputs: dict[str, str | Path | None] = {"--weights": weights, "--config": config_path}
+    inputs: dict[str, str | Path | None] = {"--weights": weights, "--config": config_path,
+                                            **(other_inputs or {})}
     for task in resolved.tasks:
         inputs[f"annotations of task {task}"] = resolved.specs[task].data.annotations
     predictions = {f"--predictions-dir ({task}.json)": Path(predictions_dir) / f"{task}.json"
@@ -216,17 +264,72 @@ def check_weights_experiment(metadata: dict[str, Any], experiment: str, weights:
                    "(--allow-other-experiment)", weights, trained_for, experiment)
 
 
+def evaluation_tasks(resolved: Any, tasks: list[str] | None) -> list[str]:
+    """The tasks ``uniav evaluate`` runs: the experiment's, or those of ``--tasks`` (in the
+    experiment's order).
+
+    Raises:
+        ConfigError: a task the experiment does not train, or one named twice.
+    """
+    if not tasks:
+        return list(resolved.tasks)
+    for task in tasks:
+        if task not in resolved.tasks:
+            raise ConfigError(f"--tasks: experiment {resolved.name!r} has no task {task!r} (its "
+                              f"tasks: {', '.join(resolved.tasks)})")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError("--tasks: a task is given twice")
+    return [task for task in resolved.tasks if task in tasks]
+
+
+def _task_vocabulary(model: torch.nn.Module, metadata: dict[str, Any], weights: str | Path,
+                     task: str, dataset: Any, request: Any, prompts_dir: Path,
+                     text_encoder: Any) -> Any:
+    """The vocabulary a task is evaluated with: the request's; else, for weights trained with
+    held-out classes, every class of the split (the seen ones and the held-out ones) with the
+    prompt embeddings ``uniav prompts`` wrote for all of them (training took the seen rows of
+    the same file); else None (the trained classes, which must be the split's)."""
+    from uniav.engine.vocabulary import resolve_vocabulary, vocabulary_of
+
+    if request is not None:
+        return resolve_vocabulary(model, metadata, weights, task, request,
+                                  text_encoder=text_encoder)
+    trained = list(metadata["classes"][task])
+    if dataset.classes == trained:
+        return None
+    held_out = set(((metadata.get("held_out_classes") or {}).get(task)) or [])
+    if not held_out or trained != [c for c in dataset.classes if c not in held_out]:
+        raise InputError(f"task {task!r}: the weights were trained with other classes",
+                         file=weights, field="classes")
+    from uniav.prepare.prompts import load_prompt_embeddings
+
+    path = prompts_dir / f"{task}.npy"
+    embeddings = load_prompt_embeddings(path, dataset.classes)
+    return vocabulary_of(model, metadata, task, list(dataset.classes), embeddings,
+                         {"source": "prompts", "file": str(path),
+                          "held_out_classes": [c for c in dataset.classes if c in held_out]},
+                         where=path, field="prompts")
+
+
 def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
                         predictions_dir: str | Path, metrics_path: str | Path,
                         split: str = "test", threads: int | None = None,
                         tracker: Tracker | None = None, progress: bool = True,
-                        allow_other_experiment: bool = False) -> dict[str, Any]:
-    """``uniav evaluate``: run exported weights over a split of every task of the experiment,
-    write ``<predictions_dir>/<task>.json`` and the metrics JSON.
+                        allow_other_experiment: bool = False, tasks: list[str] | None = None,
+                        vocabulary: Any = None, prompts_dir: str | Path | None = None,
+                        text_encoder: Any = None) -> dict[str, Any]:
+    """``uniav evaluate``: run exported weights over a split of every task of the experiment
+    (or of ``tasks``), write ``<predictions_dir>/<task>.json`` and the metrics JSON.
 
     Weights written by ``uniav train`` for another experiment are refused unless
     ``allow_other_experiment``; the metrics record the weights' own experiment
     (``weights_experiment``) and configuration hash (``weights_config_hash``).
+
+    Vocabulary (:mod:`uniav.engine.vocabulary`): a
+    :class:`~uniav.engine.vocabulary.VocabularyRequest` replaces every evaluated task's classes;
+    without one, weights trained with held-out classes are scored over every class of the
+    split, with the prompt embeddings of ``prompts_dir`` (default ``prompts.output_dir``).  Each
+    task's metrics record the ``vocabulary`` used.
 
     Returns:
         The metrics summary that was written.
@@ -238,27 +341,36 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
     if threads:
         torch.set_num_threads(threads)
     resolved = config.experiment(experiment)
+    tasks = evaluation_tasks(resolved, tasks)
     device = resolve_device(resolved.train.device)
     model, metadata = load_model_from_weights(weights, device)
     check_weights_experiment(metadata, experiment, weights, allow_other_experiment)
+    prompts_dir = Path(prompts_dir if prompts_dir is not None else config.prompts.output_dir)
     summary: dict[str, Any] = {"experiment": experiment, "split": split,
                                "benchmark": config.benchmark, "protocol": config.protocol,
                                "weights": str(weights),
                                "weights_experiment": metadata.get("experiment"),
                                "weights_config_hash": metadata.get("config_hash"),
                                "eval": to_plain(config.eval), "tasks": {}, "data_report": {}}
+    if metadata.get("held_out_classes"):
+        summary["held_out_classes"] = metadata["held_out_classes"]
     predictions_dir = Path(predictions_dir)
-    for task in resolved.tasks:
+    for task in tasks:
         spec = resolved.specs[task]
         if metadata.get("classes", {}).get(task) is None:
             raise InputError(f"the weights have no task {task!r}", file=weights, field="classes")
         dataset = open_dataset(config, spec, split)
-        if dataset.classes != metadata["classes"][task]:
-            raise InputError(f"task {task!r}: the weights were trained with other classes",
-                             file=weights, field="classes")
+        task_vocabulary = _task_vocabulary(model, metadata, weights, task, dataset, vocabulary,
+                                           prompts_dir, text_encoder)
+        if task_vocabulary is not None:
+            task_vocabulary.install(model)
         metrics, predictions = evaluate_dataset(
             model, dataset, spec, config.eval, device, sed_extras=(task == "sed"),
-            progress=progress)
+            progress=progress, vocabulary=task_vocabulary)
+        if task_vocabulary is None:
+            from uniav.engine.vocabulary import trained_vocabulary
+
+            metrics["vocabulary"] = trained_vocabulary(metadata, task)
         atomic_write_json(predictions_dir / f"{task}.json",
                           {"version": "uniav", "external_data": {}, "results": predictions})
         summary["tasks"][task] = metrics
@@ -270,6 +382,9 @@ def evaluate_experiment(config: Config, experiment: str, *, weights: str | Path,
         for key, value in (metrics.get("sed") or {}).items():
             if isinstance(value, (int, float)):
                 flat[f"{split}/{task}/{key}"] = value
+        for group, values in (metrics.get("class_groups") or {}).items():
+            if values["average_mAP"] is not None:
+                flat[f"{split}/{task}/{group}/average_mAP"] = values["average_mAP"]
         tracker.log_metrics(flat)
         LOGGER.info("%s %s: average mAP %.4f", experiment, task, metrics["average_mAP"])
     summary["config_hash"] = config_hash(summary["eval"])

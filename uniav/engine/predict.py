@@ -4,7 +4,9 @@ video with a trained model.
 The exported weights carry, per task, the encoders and time grid the model was trained with;
 the video is decoded and encoded the same way (resized to the task's fixed length when the task
 does that, like ActivityNet), every task of the model runs, and the detections are written as
-JSON plus a timeline figure.
+JSON plus a timeline figure.  ``--classes`` / ``--classes-file`` (with ``--class-embeddings``
+where the model's text encoder is not available here) localize other classes than the trained
+ones: :mod:`uniav.engine.vocabulary`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ LOGGER = logging.getLogger(__name__)
 
 def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | Path | None = None,
                   tasks: list[str] | None = None, min_score: float = 0.2, top_k: int = 20,
-                  threads: int | None = None) -> dict[str, Any]:
+                  threads: int | None = None, vocabulary: Any = None,
+                  text_encoder: Any = None) -> dict[str, Any]:
     """Run every (or the chosen) task of a trained model on one video.
 
     Args:
@@ -39,6 +42,10 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
         min_score: drop detections below this score.
         top_k: keep at most this many detections per task.
         threads: torch CPU threads.
+        vocabulary: a :class:`~uniav.engine.vocabulary.VocabularyRequest`: localize these
+            classes instead of the trained ones (in every task run).
+        text_encoder: the sentence encoder to embed the names with (default: the one the
+            weights record, loaded once).
 
     Returns:
         ``{"json": path, "figure": path, "detections": {task: [...]}}``.
@@ -53,7 +60,8 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
         raise InputError("video not found", file=video)
     json_path, figure_path = prediction_paths(video, output_dir)
     refuse_output_over_input({"the JSON output": json_path, "the figure output": figure_path},
-                             {"the video": video, "--weights": weights})
+                             {"the video": video, "--weights": weights,
+                              **(vocabulary.inputs() if vocabulary is not None else {})})
     model, metadata = load_model_from_weights(weights)
     eval_cfg = parse(EvalConfig, metadata.get("eval", {}), "eval")
     features_cfg = parse(FeaturesConfig, metadata.get("features_config", {}), "features")
@@ -63,6 +71,14 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
         if task not in available:
             raise InputError(f"the model has no task {task!r} (it has {', '.join(available)})",
                              file=weights, field="tasks")
+    vocabularies = {}
+    if vocabulary is not None:  # every refusal before the video is decoded
+        from uniav.engine.vocabulary import resolve_vocabulary
+
+        for task in tasks:
+            vocabularies[task] = resolve_vocabulary(model, metadata, weights, task, vocabulary,
+                                                    text_encoder=text_encoder)
+            vocabularies[task].install(model)
     features_cache: dict[tuple, tuple[np.ndarray, np.ndarray, float]] = {}
     detections: dict[str, list[dict[str, Any]]] = {}
     duration = 0.0
@@ -92,15 +108,22 @@ def predict_video(video: str | Path, weights: str | Path, *, output_dir: str | P
                                               max_stride=model.level_strides[-1], training=False))
         with torch.no_grad():
             output = model(batch.visual, batch.audio, batch.mask, task)
-        found = detections_of_batch(output, batch.videos, task_cfg, eval_cfg,
-                                    metadata["classes"][task], task_cfg.class_aware)[0]
+        classes = metadata["classes"][task]
+        if task in vocabularies:
+            output = vocabularies[task].adapt(output)
+            classes = vocabularies[task].classes
+        found = detections_of_batch(output, batch.videos, task_cfg, eval_cfg, classes,
+                                    task_cfg.class_aware)[0]
         detections[task] = [d for d in found if d["score"] >= min_score][:top_k]
-    atomic_write_json(json_path, {
+    record = {
         "video": str(video), "duration": round(duration, 3), "weights": str(weights),
         "experiment": metadata.get("experiment"), "min_score": min_score,
         "tasks": {task: [{"label": d["label"], "start": d["segment"][0], "end": d["segment"][1],
                           "score": d["score"]} for d in found]
-                  for task, found in detections.items()}})
+                  for task, found in detections.items()}}
+    if vocabularies:
+        record["vocabulary"] = {task: v.record for task, v in vocabularies.items()}
+    atomic_write_json(json_path, record)
     plot_timeline(figure_path, detections, duration, title=video.name)
     return {"json": json_path, "figure": figure_path, "detections": detections}
 

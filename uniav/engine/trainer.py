@@ -19,6 +19,10 @@ training finishes.
 Resumable checkpoints and the best weights so far live in ``work_dir`` (outside the Snakemake
 outputs, so a failed job keeps them); a killed run resumes exactly where its last checkpoint
 stopped.
+
+``init_from`` (``uniav train --init-from``) starts the run from exported weights with a fresh
+optimizer, schedule and EMA (:mod:`uniav.engine.initialise`); their SHA-256 is part of the
+config hash, and a checkpoint in ``work_dir`` takes precedence over them when the run resumes.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class Trainer:
         tracker: experiment tracker (rank 0 only).
         threads: CPU threads for torch.
         progress: show progress bars.
+        init_from: exported weights to start from (fine-tuning); required when the experiment
+            names one (``experiments.<name>.init_from``), which they must then come from.
     """
 
     BEST_WEIGHTS = "best.safetensors"
@@ -84,7 +90,7 @@ class Trainer:
     def __init__(self, config: Config, experiment: str, *, output_dir: str | Path,
                  work_dir: str | Path, prompts_dir: str | Path | None = None,
                  tracker: Tracker | None = None, threads: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, init_from: str | Path | None = None):
         self.config = config
         self.experiment = config.experiment(experiment)
         self.output_dir, self.work_dir = Path(output_dir), Path(work_dir)
@@ -103,6 +109,7 @@ class Trainer:
         for task, task_data in self.data.items():
             if task_data.prompts is not None:
                 self.model.set_text_embeddings(task, torch.from_numpy(task_data.prompts))
+        self.init_weights = self._initialise(init_from)
         self.model.to(self.device)
         self.network: nn.Module = self.model
         if self.context.enabled:
@@ -134,19 +141,39 @@ class Trainer:
         self.gates = {task: PlateauGate(gate_cfg.patience, gate_cfg.threshold,
                                         gate_cfg.continue_threshold, gate_cfg.cooldown)
                       for task in self.experiment.tasks}
-        self.config_hash = config_hash({
+        hashed = {
             **training_settings(config, experiment), "world_size": world,
             "model_spec": self.spec.to_dict(),
             "classes": {t: d.train.classes for t, d in self.data.items()},
             "prompts": {t: None if d.prompts is None else
                         float(np.asarray(d.prompts, dtype=np.float64).sum())
-                        for t, d in self.data.items()}})
+                        for t, d in self.data.items()}}
+        if self.init_weights is not None:
+            hashed["init_from_sha256"] = self.init_weights.sha256
+        self.config_hash = config_hash(hashed)
         self.iteration = 0
         self.best_metric = -math.inf
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.epoch_losses: dict[str, list[float]] = {t: [] for t in self.experiment.tasks}
         self.elapsed = 0.0
+
+    def _initialise(self, init_from: str | Path | None) -> Any:
+        """Load ``init_from`` into the fresh model (before the optimizer and the EMA exist)."""
+        configured = self.experiment.init_from
+        if init_from is None:
+            if configured is not None:
+                raise ConfigError(f"experiments.{self.experiment.name}.init_from: the experiment "
+                                  f"starts from experiment {configured!r}'s weights: pass them "
+                                  f"with --init-from (the pipeline passes "
+                                  f"results/models/{configured}/model.safetensors)")
+            return None
+        from uniav.engine.initialise import load_initial_weights
+
+        return load_initial_weights(
+            self.model, init_from, experiment=self.experiment.name,
+            run_classes={t: d.train.classes for t, d in self.data.items()},
+            expected_experiment=configured)
 
     def _autocast_dtype(self) -> torch.dtype | None:
         precision = self.experiment.train.precision
@@ -211,6 +238,9 @@ class Trainer:
             return False
         self.load_state_dict(state)
         LOGGER.info("resumed from iteration %d of %d", self.iteration, self.total_iterations)
+        if self.init_weights is not None:
+            LOGGER.info("the checkpoint's weights take precedence over --init-from %s",
+                        self.init_weights.path)
         return True
 
     def save_checkpoint(self) -> None:
@@ -304,6 +334,16 @@ class Trainer:
         """Metadata stored beside the exported weights: what evaluation and ``uniav predict``
         need to rebuild the model and to turn a new video into its inputs."""
         features = {task: data.train.store.meta for task, data in self.data.items()}
+        optional: dict[str, Any] = {}
+        if self.experiment.held_out_classes:
+            optional["held_out_classes"] = {t: list(c) for t, c
+                                            in self.experiment.held_out_classes.items()}
+        if self.init_weights is not None:
+            optional["init_from"] = self.init_weights.record()
+        prompts_cfg = self.config.prompts
+        prompts = {"source": prompts_cfg.source}
+        if prompts_cfg.source == "sentence-transformer":
+            prompts["model"] = prompts_cfg.model
         return {"format": "uniav-weights-v1", "experiment": self.experiment.name,
                 "protocol": self.config.protocol, "model_spec": self.spec.to_dict(),
                 "classes": {t: d.train.classes for t, d in self.data.items()},
@@ -313,7 +353,8 @@ class Trainer:
                 "eval": to_plain(self.config.eval), "data_report": self.data_report,
                 "config_hash": self.config_hash, "best_epoch": self.best_epoch,
                 "exported_weights": self.experiment.train.exported_weights,
-                "best_validation_mAP": self.best_metric, "mlflow_run_id": self.tracker.run_id}
+                "best_validation_mAP": self.best_metric, "mlflow_run_id": self.tracker.run_id,
+                "prompts": prompts, **optional}
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -396,6 +437,7 @@ class Trainer:
                 "iterations": self.iteration, "iterations_per_epoch": self.iterations_per_epoch,
                 "epochs": self.total_epochs, "seconds": round(self.elapsed, 2),
                 "world_size": self.context.world_size, "data_report": self.data_report,
+                **({"init_from": self.init_weights.record()} if self.init_weights else {}),
                 "history": self.history})
         barrier(self.context)
         return TrainResult(weights_path, history_path, self.best_epoch,

@@ -12,7 +12,7 @@ import torch
 
 from uniav.config import Config, ResolvedExperiment, to_plain
 from uniav.data.dataset import LocalizationDataset
-from uniav.errors import InputError
+from uniav.errors import ConfigError, InputError
 from uniav.model import ModelSpec, TaskHeadConfig
 
 
@@ -49,24 +49,31 @@ def configure_torch(deterministic: bool, device: torch.device, threads: int | No
 
 
 def open_dataset(config: Config, spec, split: str, expected_dims: tuple[int, int] | None = None,
-                 validation_split: str = "validation") -> LocalizationDataset:
+                 validation_split: str = "validation",
+                 held_out_classes: tuple[str, ...] = ()) -> LocalizationDataset:
     """A task's split as the configuration says: data policy, duplicates, cache, preloading;
     with ``validation_split="test"`` (the released protocol) no videos are held out of the
-    training subset."""
+    training subset; ``held_out_classes`` are left out of the data and the class list."""
     return LocalizationDataset(spec, split, seed=config.seed, policy=config.data,
                                remove_duplicate_gt=config.eval.remove_duplicate_gt,
                                expected_dims=expected_dims, preload=spec.data.preload_features,
                                cache_bytes=spec.data.feature_cache_mb * 2**20,
-                               holdout=validation_split != "test")
+                               holdout=validation_split != "test",
+                               held_out_classes=held_out_classes)
 
 
 def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: Path | None
                    ) -> dict[str, TaskData]:
     """Training/validation datasets and prompt embeddings of every task of the experiment.
 
+    Classes the experiment holds out (``held_out_classes``) are left out of both datasets and
+    of the training vocabulary: the prompt file's rows of the other classes are used.
+
     Raises:
         InputError: bad data (see :class:`~uniav.data.dataset.LocalizationDataset`), or no
             prompts for the prompt classifier.
+        ConfigError: a held-out class the task's annotation file does not have (naming the
+            experiment, the task and the class).
     """
     data = {}
     paper = config.datasets.paper
@@ -76,14 +83,22 @@ def load_task_data(config: Config, experiment: ResolvedExperiment, prompts_dir: 
         spec = experiment.specs[task]
         # the released protocol validates on the test split (train.validation_split: test)
         on = experiment.train.validation_split
-        train = open_dataset(config, spec, "train", dims, on)
+        held_out = experiment.held_out_classes.get(task, ())
+        try:
+            train = open_dataset(config, spec, "train", dims, on, held_out)
+        except ConfigError as exc:
+            if not held_out:
+                raise
+            raise ConfigError(f"experiments.{experiment.name}.held_out_classes.{task}: "
+                              f"{exc}") from None
         dims = dims or train.dims
-        validation = open_dataset(config, spec, on, dims, on)
+        validation = open_dataset(config, spec, on, dims, on, held_out)
         prompts = None
         if prompts_dir is not None:
             from uniav.prepare.prompts import load_prompt_embeddings
 
-            prompts = load_prompt_embeddings(Path(prompts_dir) / f"{task}.npy", train.classes)
+            prompts = load_prompt_embeddings(Path(prompts_dir) / f"{task}.npy", train.all_classes)
+            prompts = prompts[[train.all_classes.index(c) for c in train.classes]]
             if config.benchmark == "paper" and prompts.shape[1] != paper.feature_dim:
                 raise InputError(f"prompt embeddings of width {prompts.shape[1]}, the released "
                                  f"ones are {paper.feature_dim}-d (datasets.paper.feature_dim)",

@@ -47,9 +47,17 @@ class PromptBank(nn.Module):
     def __getitem__(self, task: str) -> torch.Tensor:
         return getattr(self, task)
 
-    def set(self, task: str, embeddings: torch.Tensor) -> None:
-        """Replace the embeddings of ``task``; shape must stay (K, D)."""
+    def set(self, task: str, embeddings: torch.Tensor, *, resize: bool = False) -> None:
+        """Replace the embeddings of ``task``; the shape must stay (K, D), or with ``resize``
+        only D (another vocabulary at inference: K' rows)."""
         current = self[task]
+        if resize:
+            if embeddings.ndim != 2 or embeddings.shape[1] != current.shape[1] \
+                    or embeddings.shape[0] < 1:
+                raise ValueError(f"task {task!r}: prompt embeddings of shape "
+                                 f"{tuple(embeddings.shape)}, expected (K, {current.shape[1]})")
+            setattr(self, task, embeddings.detach().to(current.device, current.dtype).clone())
+            return
         if tuple(embeddings.shape) != tuple(current.shape):
             raise ValueError(f"task {task!r}: prompt embeddings of shape "
                              f"{tuple(embeddings.shape)}, expected {tuple(current.shape)} "

@@ -134,11 +134,17 @@ class UniAV(nn.Module):
 
     # ---- prompts ---------------------------------------------------------------------------
 
-    def set_text_embeddings(self, task: str, embeddings: torch.Tensor) -> None:
-        """Install the (K, D) prompt embeddings of ``task`` (prompt classifier only)."""
+    def set_text_embeddings(self, task: str, embeddings: torch.Tensor, *,
+                            resize: bool = False) -> None:
+        """Install the (K, D) prompt embeddings of ``task`` (prompt classifier only).
+
+        ``resize`` allows another number of rows than the task was built with: inference over
+        another vocabulary (:mod:`uniav.engine.vocabulary`).  The logits then have one column
+        per new row; the offsets of a class-aware task still have the trained classes'
+        channels (the vocabulary maps each new class onto one of them)."""
         if self.spec.model.classifier != "prompt":
             return
-        self.cls_head.prompts.set(task, embeddings)
+        self.cls_head.prompts.set(task, embeddings, resize=resize)
 
     # ---- forward ---------------------------------------------------------------------------
 

@@ -144,6 +144,19 @@ class JobPlan:
             return "uniav"
         return f"torchrun --standalone --nproc_per_node {processes} -m uniav"
 
+    def init_weights(self, experiment: str) -> str | None:
+        """The weights an experiment's training starts from (``experiments.<name>.init_from``:
+        the exported weights of the experiment it names), or None."""
+        source = self.config.experiment(experiment).init_from
+        return None if source is None else self.model_path(source)
+
+    def train_arguments(self, experiment: str) -> str:
+        """Options the training job adds to ``uniav train``: ``--init-from WEIGHTS`` for an
+        experiment that starts from another's weights (the ``train`` rule appends it; an
+        experiment with ``init_from`` refuses to train without it), else nothing."""
+        weights = self.init_weights(experiment)
+        return "" if weights is None else f"--init-from {weights}"
+
     def checkpoint_dir(self, experiment: str) -> str:
         """Resumable checkpoints of a training job: ``work/checkpoints/<experiment>/<hash>``.
 
@@ -252,6 +265,11 @@ class JobPlan:
         return ([self.features_of(task) for task in self.used_tasks()]
                 + [path for task in self.used_tasks() for path in self.prompt_files(task)])
 
+    @staticmethod
+    def model_path(experiment: str) -> str:
+        """Where an experiment's training job exports its weights."""
+        return f"results/models/{experiment}/model.safetensors"
+
     def model_files(self) -> list[str]:
         """Phase ``train``: every experiment's exported weights and history."""
         return [f"results/models/{name}/{file}" for name in self.experiments()
@@ -308,20 +326,29 @@ class JobPlan:
         return inputs
 
     def experiment_inputs(self, experiment: str) -> dict[str, str]:
-        """Annotations, feature stores and prompt embeddings of the experiment's tasks."""
+        """Annotations, feature stores and prompt embeddings of the experiment's tasks, and
+        the weights it starts from (``init_from``), if any."""
         inputs = {}
         for task in self.config.experiments[experiment].tasks:
             inputs[f"annotations_{task}"] = self.annotations_of(task)
             inputs[f"features_{task}"] = self.features_of(task)
             inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
+        weights = self.init_weights(experiment)
+        if weights is not None:
+            inputs["init_from"] = weights
         return inputs
 
     def evaluation_inputs(self, experiment: str) -> dict[str, str]:
-        """Annotations and feature stores of the experiment's tasks (the weights carry prompts)."""
+        """Annotations and feature stores of the experiment's tasks (the weights carry prompts;
+        an experiment with held-out classes is scored over every class, with the prompt
+        embeddings of all of them)."""
         inputs = {}
+        held_out = self.config.experiments[experiment].held_out_classes
         for task in self.config.experiments[experiment].tasks:
             inputs[f"annotations_{task}"] = self.annotations_of(task)
             inputs[f"features_{task}"] = self.features_of(task)
+            if task in held_out:
+                inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
         return inputs
 
     def published_file(self) -> str | None:

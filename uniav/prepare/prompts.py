@@ -99,6 +99,38 @@ def load_sentence_encoder(model: str) -> TextEncoder:
     return encode
 
 
+_ENCODERS: dict[str, TextEncoder] = {}
+
+
+def shared_sentence_encoder(model: str) -> TextEncoder:
+    """:func:`load_sentence_encoder`, loaded once per process and model name (``uniav
+    evaluate`` / ``predict`` with another vocabulary embed the names of every task with it)."""
+    if model not in _ENCODERS:
+        _ENCODERS[model] = load_sentence_encoder(model)
+    return _ENCODERS[model]
+
+
+def embed_class_names(classes: list[str], template: str, encode: TextEncoder,
+                      where: str | Path) -> np.ndarray:
+    """The L2-normalised prompt embeddings of class names, as ``uniav prompts`` computes them.
+
+    Args:
+        classes: class names in label order.
+        template: the task's ``prompt_template`` (e.g. ``"A sound event of {}."``).
+        encode: the sentence encoder (:func:`load_sentence_encoder`).
+        where: what the embeddings are for, named by errors (a file or an option).
+
+    Returns:
+        float32 (K, D), rows of unit norm.
+
+    Raises:
+        InputError: the encoder returned a wrong shape, non-finite values or all-zero rows.
+    """
+    embeddings = _validate(encode(prompt_texts(template, classes)), classes, Path(where))
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return (embeddings / norms).astype(np.float32)
+
+
 def _validate(embeddings: Any, classes: list[str], path: Path) -> np.ndarray:
     if not isinstance(embeddings, np.ndarray) or not np.issubdtype(embeddings.dtype, np.number) \
             or np.issubdtype(embeddings.dtype, np.complexfloating):
@@ -220,9 +252,7 @@ def build_prompts(config: Config, task: str, *, force: bool = False,
         embeddings = _validate(_load_npy(source_path), classes, source_path)
     else:
         encode = text_encoder or load_sentence_encoder(prompts_cfg.model)
-        embeddings = _validate(encode(texts), classes, npy_path)
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        embeddings = (embeddings / norms).astype(np.float32)
+        embeddings = embed_class_names(classes, settings["template"], encode, npy_path)
     record["dim"] = int(embeddings.shape[1])
     with atomic_path(npy_path) as tmp:
         with open(tmp, "wb") as handle:

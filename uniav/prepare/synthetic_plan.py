@@ -122,6 +122,84 @@ def task_recipe(task: str) -> TaskRecipe:
     return RECIPES[task]
 
 
+def default_held_out(recipes: dict[str, TaskRecipe] | None = None) -> dict[str, dict[str, str]]:
+    """The synthetic benchmark's default held-out classes of an open-set experiment.
+
+    Per task two classes: one whose concept stays seen through another task (``seen_concept``:
+    another task trains a class of the same concept - transfer across tasks can help) and one
+    whose concept no task sees (``novel_concept``: every class of that concept, in every task,
+    is held out).  Deterministic, from the recipes alone:
+
+    1. novel concepts: tasks with the fewest concepts of their own go first (a task whose every
+       concept is shared must hold a shared concept out of every task that has it); each task
+       without a novel class yet takes the first of its concepts, in class order - its own
+       concepts first, then those shared with the fewest tasks - that no other task has already
+       chosen a novel class for; every task with that concept holds its class of it out;
+    2. seen concepts: in task order, each task takes its first class (class order) whose concept
+       is not novel, is also a class of another task, and is not another task's seen-concept
+       pick (so each such concept keeps a trained class in some other task).
+
+    Args:
+        recipes: the task recipes (default :data:`RECIPES`).
+
+    Returns:
+        ``{task: {"seen_concept": class, "novel_concept": class}}``.
+
+    Raises:
+        ConfigError: the recipes admit no such choice.
+    """
+    recipes = recipes if recipes is not None else RECIPES
+    concept_of = {task: {name: concept for name, concept, _ in recipe.classes}
+                  for task, recipe in recipes.items()}
+    class_of = {task: {concept: name for name, concept in names.items()}
+                for task, names in concept_of.items()}
+    holders: dict[str, list[str]] = {}
+    for task, names in concept_of.items():
+        for concept in names.values():
+            holders.setdefault(concept, []).append(task)
+    order = list(recipes)
+
+    def own(task: str) -> int:
+        return sum(len(holders[c]) == 1 for c in concept_of[task].values())
+
+    novel: dict[str, str] = {}
+    novel_concepts: set[str] = set()
+    for task in sorted(order, key=lambda t: (own(t), order.index(t))):
+        if task in novel:
+            continue
+        candidates = sorted(concept_of[task].values(), key=lambda c: len(holders[c]))
+        for concept in candidates:
+            if all(other not in novel for other in holders[concept] if other != task):
+                for other in holders[concept]:
+                    novel[other] = class_of[other][concept]
+                novel_concepts.add(concept)
+                break
+        else:
+            raise ConfigError(f"task {task!r}: no concept left to hold out of every task")
+    seen: dict[str, str] = {}
+    picked: set[str] = set()
+    for task in order:
+        for name, concept in concept_of[task].items():
+            if concept in novel_concepts or concept in picked or len(holders[concept]) < 2:
+                continue
+            seen[task] = name
+            picked.add(concept)
+            break
+        else:
+            raise ConfigError(f"task {task!r}: no class whose concept another task keeps seen")
+    return {task: {"seen_concept": seen[task], "novel_concept": novel[task]} for task in order}
+
+
+def default_held_out_classes(recipes: dict[str, TaskRecipe] | None = None
+                             ) -> dict[str, list[str]]:
+    """:func:`default_held_out` as ``experiments.<name>.held_out_classes``: per task its two
+    held-out classes in class-list order."""
+    recipes = recipes if recipes is not None else RECIPES
+    chosen = default_held_out(recipes)
+    return {task: [name for name, _, _ in recipes[task].classes
+                   if name in chosen[task].values()] for task in recipes}
+
+
 # =============================================================================================
 # Planning: which instances a video has, where (integer frames, so both modalities align)
 # =============================================================================================

@@ -132,6 +132,13 @@ def train_launcher(wildcards):
     return PLAN.train_launcher(wildcards.experiment)
 
 
+def train_arguments(wildcards, input):
+    """Options the experiment's training adds to `uniav train` (`--init-from WEIGHTS` for an
+    experiment with `init_from`; the weights are an input already).  Derived (it takes `input`):
+    not a rerun trigger of its own - `settings` and the input are."""
+    return PLAN.train_arguments(wildcards.experiment)
+
+
 def train_gpus(wildcards):
     return PLAN.train_processes(wildcards.experiment)
 

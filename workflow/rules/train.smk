@@ -4,7 +4,8 @@
 # rerun (new inputs, --forcerun) trains afresh instead of "resuming" a finished run.
 # `uniav gpu-slot` gives concurrent local jobs distinct GPUs (a no-op without GPUs or under a
 # scheduler that sets CUDA_VISIBLE_DEVICES); with train.processes > 1 a job runs under torchrun
-# with one process per GPU and requests that many.
+# with one process per GPU and requests that many.  An experiment with `init_from` lists the
+# weights it starts from among its inputs and gets `--init-from` them (JobPlan.train_arguments).
 
 
 rule train:
@@ -21,6 +22,7 @@ rule train:
         work_dir=checkpoint_dir,
         prompts_dir=prompts_dir_param,
         launcher=train_launcher,
+        extra=train_arguments,
     log:
         "logs/train/{experiment}.log",
     benchmark:
@@ -34,5 +36,5 @@ rule train:
         "uniav gpu-slot --count {resources.gpu} -- {params.launcher} train --config {params.config}"
         " --experiment {wildcards.experiment} --output-dir {params.output_dir}"
         " --work-dir {params.work_dir} --prompts-dir {params.prompts_dir}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} {params.extra} > {log} 2>&1"
         " && rm -rf {params.work_dir}"
