@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from uniav.argtypes import positive_int, probability
 from uniav.config.cli import add_config_arguments, config_from_args
@@ -19,6 +20,15 @@ def _threads(args: argparse.Namespace) -> int | None:
         return args.threads
     value = os.environ.get("OMP_NUM_THREADS")
     return int(value) if value and value.isdigit() else None
+
+
+def _run_name(args: argparse.Namespace, config: Any) -> str:
+    """The run's name in tracking: the experiment, or ``<experiment>.seed<s>`` when ``--set
+    seed=<s>`` differs from the configuration's own seed (:mod:`uniav.config.runs`)."""
+    from uniav.config import run_name
+    from uniav.config.cli import primary_seed
+
+    return run_name(args.experiment, config.seed, primary_seed(args, config))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -34,12 +44,14 @@ def _train(args: argparse.Namespace) -> int:
             {"--output-dir (model.safetensors)": Path(args.output_dir) / "model.safetensors",
              "--work-dir (best.safetensors)": Path(args.work_dir) / "best.safetensors"},
             {"--init-from": args.init_from})
+    run = _run_name(args, config)
     tags = {"experiment": experiment.name, "job": "train", "tasks": ",".join(experiment.tasks),
-            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit(),
+            "seed": str(config.seed)}
     rank = int(os.environ.get("RANK", "0"))
     with open_tracker(config.tracking.enabled and rank == 0 and not args.no_tracking,
                       config.tracking.uri, config.tracking.experiment_name,
-                      f"{experiment.name}/train", tags) as tracker:
+                      f"{run}/train", tags) as tracker:
         from uniav.engine.distributed import shutdown
 
         trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
@@ -64,15 +76,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     experiment = config.experiment(args.experiment)
+    run = _run_name(args, config)
     tags = {"experiment": experiment.name, "job": "evaluate", "tasks": ",".join(experiment.tasks),
-            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit()}
+            "benchmark": config.benchmark, "scale": config.scale, "git_commit": git_commit(),
+            "seed": str(config.seed)}
     vocabulary = vocabulary_request(args.classes, args.classes_file, args.class_embeddings)
     check_evaluate_paths(config, args.experiment, config_path=args.config,
                          weights=args.weights, predictions_dir=args.predictions_dir,
                          metrics_path=args.metrics,
                          other_inputs=vocabulary.inputs() if vocabulary else None)
     with open_tracker(config.tracking.enabled and not args.no_tracking, config.tracking.uri,
-                      config.tracking.experiment_name, f"{experiment.name}/evaluate",
+                      config.tracking.experiment_name, f"{run}/evaluate",
                       tags) as tracker:
         summary = evaluate_experiment(config, args.experiment, weights=args.weights,
                                       predictions_dir=args.predictions_dir,
