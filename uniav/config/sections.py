@@ -404,7 +404,6 @@ class Settings:
     experiments: dict[TaskName, ExperimentConfig]
     tables: TablesConfig
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 2024
-    #: one run of every experiment per seed (uniav.config.runs); null: one run with ``seed``
     seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)] | None = None
     data: DataPolicy = field(default_factory=DataPolicy)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
