@@ -43,7 +43,7 @@ DVC_SYNC = reconcile_with_dvc(PLAN)
 
 
 wildcard_constraints:
-    experiment=constraint_of(PLAN.experiments()),
+    experiment=constraint_of(PLAN.runs()),  # run names: E, or E.seed<s> with `seeds`
     task=constraint_of(list(UNIAV.tasks)),
 
 
@@ -90,13 +90,13 @@ rule features_all:
 
 
 rule train_all:
-    """Phase target `train` (DVC stage train): exported weights and history of every experiment."""
+    """Phase target `train` (DVC stage train): exported weights and history of every run."""
     input:
         PLAN.model_files(),
 
 
 rule evaluate_all:
-    """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every experiment."""
+    """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every run."""
     input:
         PLAN.metrics_files(),
         PLAN.prediction_dirs(),

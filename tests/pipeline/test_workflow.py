@@ -163,3 +163,39 @@ def test_open_set_and_fine_tuning_experiments_are_planned(tmp_path: Path) -> Non
     assert counts["train"] == 3 and counts["evaluate"] == 1
     # the shipped experiments are not planned: the targets need only these
     assert not any(name in {"uniav", "naive_multi", "linear_cls"} for _, name in jobs)
+
+
+def test_seeds_plan_one_run_per_experiment_and_seed(tmp_path: Path) -> None:
+    """`--config scale=tiny 'seeds=[1,2]'`: every experiment trains and evaluates once per
+    seed, as runs `<experiment>.seed<s>` (neither seed is the top-level 2024), each command with
+    `--experiment <experiment> --set seed=<s>` and the run's own paths; the tables read all."""
+    root = copy_workflow(tmp_path / "project")
+    output = run(["snakemake", "-n", "-p", "--cores", "2", "--config", "scale=tiny",
+                  "seeds=[1,2]"], root).stdout
+    experiments = list(yaml.safe_load((root / "params.yaml").read_text())["experiments"])
+    counts = _job_counts(output)
+    assert counts["train"] == counts["evaluate"] == 2 * len(experiments)
+    assert counts["tables"] == counts["figures"] == 1
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        wildcard = re.search(r"wildcards: .*?experiment=([\w.]+)", block)
+        if rule and wildcard:
+            jobs[(rule.group(1), wildcard.group(1))] = block
+    assert set(jobs) == {(rule, f"{name}.seed{seed}") for rule in ("train", "evaluate")
+                         for name in experiments for seed in (1, 2)}
+    train = jobs[("train", "uniav.seed2")]
+    assert re.search(r"uniav train --config \S+ --experiment uniav --set seed=2 "
+                     r"--output-dir results/models/uniav\.seed2 "
+                     r"--work-dir work/checkpoints/uniav\.seed2/[0-9a-f]{12} .*"
+                     r"> logs/train/uniav\.seed2\.log", train), train
+    evaluate = jobs[("evaluate", "uniav.seed1")]
+    assert re.search(r"uniav evaluate --config \S+ --experiment uniav --set seed=1 "
+                     r"--weights results/models/uniav\.seed1/model\.safetensors "
+                     r"--predictions-dir results/predictions/uniav\.seed1 "
+                     r"--metrics results/metrics/experiments/uniav\.seed1\.json", evaluate), evaluate
+    work = {seed: re.search(r"--work-dir (\S+)", jobs[("train", f"uniav.seed{seed}")]).group(1)
+            for seed in (1, 2)}
+    assert work[1].rsplit("/", 1)[1] != work[2].rsplit("/", 1)[1]  # the seed is a setting
+    tables = re.search(r"rule tables:.*?\n\s+input: (.*)", output, re.S).group(1).split(", ")
+    assert {f"results/metrics/experiments/uniav.seed{s}.json" for s in (1, 2)} <= set(tables)

@@ -13,6 +13,7 @@ Every problem is a :class:`~uniav.errors.ConfigError` naming the key path, e.g.:
 
 from uniav.config.experiments import (ARCHITECTURE_KEYS, MODEL_PRESETS, ResolvedExperiment,
                                       TaskSpec, architecture_differences, resolve_model)
+from uniav.config.runs import all_runs, experiment_runs, run_name, run_of, run_seeds
 from uniav.config.loading import (DEFAULT_PROTOCOL, config_from_dict, config_hash, deep_merge,
                                   load_config, parse_override, to_plain)
 from uniav.config.sections import (Config, CustomEncoderConfig, DataPolicy,
@@ -43,5 +44,5 @@ __all__ = [
     "SyntheticConfig", "TableRow", "TablesConfig", "TaskConfig", "TaskSpec", "TrackingConfig",
     "TrainConfig", "architecture_differences", "coerce", "config_from_dict", "config_hash",
     "deep_merge", "json_schema", "load_config", "parse", "parse_override", "resolve_model",
-    "to_plain",
+    "to_plain", "all_runs", "experiment_runs", "run_name", "run_of", "run_seeds",
 ]

@@ -23,6 +23,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
+def primary_seed(args: argparse.Namespace, config: Config) -> int:
+    """The top-level ``seed`` without the command's own ``--set seed=...`` (the pipeline's runs
+    pass their seed so): the seed whose run of an experiment bears the experiment's name
+    (:mod:`uniav.config.runs`)."""
+    kept = [item for item in args.overrides if item.partition("=")[0].strip() != "seed"]
+    return config.seed if len(kept) == len(args.overrides) else load_config(args.config, kept).seed
+
+
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.path, args.overrides)
     experiments = ", ".join(config.experiments)

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 def check_relations(config: Config) -> None:
     """Raise :class:`~uniav.errors.ConfigError` on the first broken relation."""
+    from uniav.config.runs import check_seeds
+
+    check_seeds(config.seeds)
     _check_task_names(config)
     _check_tasks(config)
     _check_data(config)

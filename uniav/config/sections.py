@@ -404,6 +404,7 @@ class Settings:
     experiments: dict[TaskName, ExperimentConfig]
     tables: TablesConfig
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 2024
+    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)] | None = None
     data: DataPolicy = field(default_factory=DataPolicy)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)

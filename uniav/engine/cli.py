@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from uniav.argtypes import positive_int, probability
 from uniav.config.cli import add_config_arguments, config_from_args
@@ -19,6 +20,15 @@ def _threads(args: argparse.Namespace) -> int | None:
         return args.threads
     value = os.environ.get("OMP_NUM_THREADS")
     return int(value) if value and value.isdigit() else None
+
+
+def _run_name(args: argparse.Namespace, config: Any) -> str:
+    """The run's name in tracking: the experiment, or ``<experiment>.seed<s>`` when ``--set
+    seed=<s>`` differs from the configuration's own seed (:mod:`uniav.config.runs`)."""
+    from uniav.config import run_name
+    from uniav.config.cli import primary_seed
+
+    return run_name(args.experiment, config.seed, primary_seed(args, config))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -35,9 +45,11 @@ def _train(args: argparse.Namespace) -> int:
              "--work-dir (best.safetensors)": Path(args.work_dir) / "best.safetensors"},
             {"--init-from": args.init_from})
     rank = int(os.environ.get("RANK", "0"))
-    # one MLflow run per experiment, reopened by a resumed training (uniav/tracking/runs.py)
+    # one MLflow run per experiment and seed, reopened by a resumed training
+    # (uniav/tracking/runs.py)
     run = TrainingRun(config, args.experiment, work_dir=args.work_dir,
-                      enabled=config.tracking.enabled and rank == 0 and not args.no_tracking)
+                      enabled=config.tracking.enabled and rank == 0 and not args.no_tracking,
+                      run_name=_run_name(args, config))
     trainer = Trainer(config, args.experiment, output_dir=args.output_dir,
                       work_dir=args.work_dir, prompts_dir=args.prompts_dir, tracker=run,
                       threads=_threads(args), progress=not args.no_progress,
@@ -66,7 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                          other_inputs=vocabulary.inputs() if vocabulary else None)
     # into the training's run when the weights name it (uniav/tracking/runs.py)
     run = EvaluationRun(config, args.experiment, weights=args.weights, split=args.split,
-                        enabled=config.tracking.enabled and not args.no_tracking)
+                        enabled=config.tracking.enabled and not args.no_tracking,
+                        run_name=_run_name(args, config))
     with run.open():
         summary = evaluate_experiment(config, args.experiment, weights=args.weights,
                                       predictions_dir=args.predictions_dir,

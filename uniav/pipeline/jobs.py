@@ -10,6 +10,12 @@ reads): :func:`~uniav.prepare.synthetic.generation_record`,
 and :func:`~uniav.report.figures.figures_settings`.  A job's ``settings`` parameter is their
 canonical JSON, so a changed value reruns exactly the jobs that read it.
 
+Runs: with ``seeds:`` every experiment runs once per seed (:mod:`uniav.config.runs`); the
+``{experiment}`` wildcard of the train and evaluate jobs is a *run name* (``E``, the run with
+the top-level ``seed``, or ``E.seed<s>``), and their settings are those of the configuration
+with that seed (:meth:`JobPlan.run_config`), so the primary run's are exactly those of a plan
+without ``seeds``.
+
 Paths: every task's data path of the synthetic benchmark must contain the task name once as its
 own token (``resources/synthetic/tal/annotations.json``), so one rule with a ``{task}`` wildcard
 produces every task's file (:meth:`JobPlan.synthetic_pattern`).  Paper-benchmark inputs are the
@@ -18,13 +24,14 @@ download targets of the manifest that contain them (:meth:`JobPlan.paper_source`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from uniav.config import Config, to_plain
+from uniav.config import Config, all_runs, experiment_runs, run_name, run_of, run_seeds, to_plain
 from uniav.errors import ConfigError
 
 #: The tables' file formats.
@@ -73,6 +80,39 @@ class JobPlan:
         """Experiment names, in ``experiments:`` order."""
         return list(self.config.experiments)
 
+    def seeds(self) -> list[int]:
+        """The seeds every experiment runs with (``seeds``, or ``[seed]``)."""
+        return run_seeds(self.config)
+
+    def runs(self) -> list[str]:
+        """Every run name: experiments in ``experiments:`` order, each with its seeds in
+        ``seeds`` order (without ``seeds``: the experiment names)."""
+        return [name for name, _, _ in all_runs(self.config)]
+
+    def experiment_runs(self, experiment: str) -> list[str]:
+        """The run names of one experiment, in ``seeds`` order."""
+        return [name for name, _ in experiment_runs(self.config, experiment)]
+
+    def run_name(self, experiment: str, seed: int) -> str:
+        """``experiment`` for the top-level ``seed``, else ``<experiment>.seed<seed>``."""
+        return run_name(experiment, seed, self.config.seed)
+
+    def run_of(self, name: str) -> tuple[str, int]:
+        """``(experiment, seed)`` of a run name (:class:`~uniav.errors.ConfigError` if none)."""
+        return run_of(self.config, name)
+
+    def run_config(self, name: str) -> Config:
+        """The configuration a run's commands see: this one with the run's ``seed`` (itself
+        for the primary run, so its settings are a plan's without ``seeds``)."""
+        _, seed = self.run_of(name)
+        return self.config if seed == self.config.seed else dataclasses.replace(
+            self.config, seed=seed)
+
+    def run_arguments(self, name: str) -> str:
+        """What a run's train and evaluate commands get: ``--experiment E --set seed=<s>``."""
+        experiment, seed = self.run_of(name)
+        return f"--experiment {experiment} --set seed={seed}"
+
     def used_tasks(self) -> list[str]:
         """Tasks trained by at least one experiment, in ``tasks:`` order."""
         used = {task for exp in self.config.experiments.values() for task in exp.tasks}
@@ -90,7 +130,8 @@ class JobPlan:
         Args:
             job: ``synthesize``, ``download``, ``extract``, ``prompts``, ``train``,
                 ``evaluate``, ``tables`` or ``figures``.
-            wildcards: the job's wildcards (``task``, ``experiment``, ``paper_file``...).
+            wildcards: the job's wildcards (``task``, ``experiment`` - a run name for
+                ``train`` and ``evaluate`` -, ``target``...).
         """
         config = self.config
         if job == "synthesize":
@@ -117,11 +158,15 @@ class JobPlan:
         if job == "train":
             from uniav.engine.training_data import training_settings
 
-            return canonical(training_settings(config, wildcards["experiment"]))
+            experiment, _ = self.run_of(wildcards["experiment"])
+            return canonical(training_settings(self.run_config(wildcards["experiment"]),
+                                               experiment))
         if job == "evaluate":
             from uniav.engine.inference import evaluation_settings
 
-            return canonical(evaluation_settings(config, wildcards["experiment"]))
+            experiment, _ = self.run_of(wildcards["experiment"])
+            return canonical(evaluation_settings(self.run_config(wildcards["experiment"]),
+                                                 experiment))
         if job == "tables":
             from uniav.report.tables import tables_settings
 
@@ -132,40 +177,42 @@ class JobPlan:
             return canonical(figures_settings(config))
         raise KeyError(f"no job {job!r} in the plan")
 
-    def train_processes(self, experiment: str) -> int:
-        """Processes (GPUs) of an experiment's training job (``train.processes``)."""
-        return self.config.experiment(experiment).train.processes
+    def train_processes(self, run: str) -> int:
+        """Processes (GPUs) of a run's training job (``train.processes``)."""
+        return self.config.experiment(self.run_of(run)[0]).train.processes
 
-    def train_launcher(self, experiment: str) -> str:
+    def train_launcher(self, run: str) -> str:
         """How the training job starts ``uniav``: directly, or under ``torchrun`` with one
         process per GPU (``train.processes`` > 1)."""
-        processes = self.train_processes(experiment)
+        processes = self.train_processes(run)
         if processes == 1:
             return "uniav"
         return f"torchrun --standalone --nproc_per_node {processes} -m uniav"
 
-    def init_weights(self, experiment: str) -> str | None:
-        """The weights an experiment's training starts from (``experiments.<name>.init_from``:
-        the exported weights of the experiment it names), or None."""
+    def init_weights(self, run: str) -> str | None:
+        """The weights a run's training starts from (``experiments.<name>.init_from``: the
+        exported weights of the experiment it names, from its run with the same seed), or
+        None."""
+        experiment, seed = self.run_of(run)
         source = self.config.experiment(experiment).init_from
-        return None if source is None else self.model_path(source)
+        return None if source is None else self.model_path(self.run_name(source, seed))
 
-    def train_arguments(self, experiment: str) -> str:
+    def train_arguments(self, run: str) -> str:
         """Options the training job adds to ``uniav train``: ``--init-from WEIGHTS`` for an
         experiment that starts from another's weights (the ``train`` rule appends it; an
         experiment with ``init_from`` refuses to train without it), else nothing."""
-        weights = self.init_weights(experiment)
+        weights = self.init_weights(run)
         return "" if weights is None else f"--init-from {weights}"
 
-    def checkpoint_dir(self, experiment: str) -> str:
-        """Resumable checkpoints of a training job: ``work/checkpoints/<experiment>/<hash>``.
+    def checkpoint_dir(self, run: str) -> str:
+        """Resumable checkpoints of a training job: ``work/checkpoints/<run>/<hash>``.
 
         Keyed by the job's settings, so a job rerun after a config change starts afresh while a
         killed job rerun with the same settings resumes.  Never a declared output: Snakemake would
         delete it before a rerun.
         """
-        digest = hashlib.sha256(self.settings("train", experiment=experiment).encode())
-        return f"work/checkpoints/{experiment}/{digest.hexdigest()[:12]}"
+        digest = hashlib.sha256(self.settings("train", experiment=run).encode())
+        return f"work/checkpoints/{run}/{digest.hexdigest()[:12]}"
 
     # ---- data paths --------------------------------------------------------------------------
 
@@ -266,27 +313,27 @@ class JobPlan:
                 + [path for task in self.used_tasks() for path in self.prompt_files(task)])
 
     @staticmethod
-    def model_path(experiment: str) -> str:
-        """Where an experiment's training job exports its weights."""
-        return f"results/models/{experiment}/model.safetensors"
+    def model_path(run: str) -> str:
+        """Where a run's training job exports its weights."""
+        return f"results/models/{run}/model.safetensors"
 
     def model_files(self) -> list[str]:
-        """Phase ``train``: every experiment's exported weights and history."""
-        return [f"results/models/{name}/{file}" for name in self.experiments()
+        """Phase ``train``: every run's exported weights and history."""
+        return [f"results/models/{name}/{file}" for name in self.runs()
                 for file in ("model.safetensors", "training.json")]
 
     def metrics_files(self) -> list[str]:
-        """Every experiment's metrics JSON."""
-        return [self.metrics_file(name) for name in self.experiments()]
+        """Every run's metrics JSON."""
+        return [self.metrics_file(name) for name in self.runs()]
 
     @staticmethod
-    def metrics_file(experiment: str) -> str:
-        """The metrics JSON of one experiment."""
-        return f"{METRICS_DIR}/{experiment}.json"
+    def metrics_file(run: str) -> str:
+        """The metrics JSON of one run."""
+        return f"{METRICS_DIR}/{run}.json"
 
     def prediction_dirs(self) -> list[str]:
-        """Every experiment's predictions directory."""
-        return [f"results/predictions/{name}" for name in self.experiments()]
+        """Every run's predictions directory."""
+        return [f"results/predictions/{name}" for name in self.runs()]
 
     def table_files(self) -> list[str]:
         """Every table ``uniav tables`` writes (Markdown, CSV, LaTeX)."""
@@ -325,23 +372,25 @@ class JobPlan:
             inputs["npy"] = self.paper_source(self.config.datasets.paper.prompts[task])
         return inputs
 
-    def experiment_inputs(self, experiment: str) -> dict[str, str]:
-        """Annotations, feature stores and prompt embeddings of the experiment's tasks, and
-        the weights it starts from (``init_from``), if any."""
+    def experiment_inputs(self, run: str) -> dict[str, str]:
+        """Annotations, feature stores and prompt embeddings of the run's experiment's tasks,
+        and the weights it starts from (``init_from``), if any."""
+        experiment, _ = self.run_of(run)
         inputs = {}
         for task in self.config.experiments[experiment].tasks:
             inputs[f"annotations_{task}"] = self.annotations_of(task)
             inputs[f"features_{task}"] = self.features_of(task)
             inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
-        weights = self.init_weights(experiment)
+        weights = self.init_weights(run)
         if weights is not None:
             inputs["init_from"] = weights
         return inputs
 
-    def evaluation_inputs(self, experiment: str) -> dict[str, str]:
-        """Annotations and feature stores of the experiment's tasks (the weights carry prompts;
-        an experiment with held-out classes is scored over every class, with the prompt
+    def evaluation_inputs(self, run: str) -> dict[str, str]:
+        """Annotations and feature stores of the run's experiment's tasks (the weights carry
+        prompts; an experiment with held-out classes is scored over every class, with the prompt
         embeddings of all of them)."""
+        experiment, _ = self.run_of(run)
         inputs = {}
         held_out = self.config.experiments[experiment].held_out_classes
         for task in self.config.experiments[experiment].tasks:
@@ -358,23 +407,27 @@ class JobPlan:
         return None
 
     def table_inputs(self) -> dict[str, Any]:
-        """The metrics of every experiment a table row uses (and the published file, if any)."""
+        """The metrics of every run of every experiment a table row uses (and the published
+        file, if any)."""
         from uniav.report.tables import table_experiments
 
-        inputs: dict[str, Any] = {"metrics": [self.metrics_file(name)
-                                              for name in table_experiments(self.config)]}
+        inputs: dict[str, Any] = {"metrics": [self.metrics_file(run)
+                                              for name in table_experiments(self.config)
+                                              for run in self.experiment_runs(name)]}
         if self.published_file():
             inputs["published"] = self.published_file()
         return inputs
 
     def figure_inputs(self) -> dict[str, list[str]]:
-        """Training histories of all experiments; metrics, predictions and ground truth of the
-        main-table experiments and tasks."""
+        """Training histories of all runs; metrics (every run), predictions (the first seed's
+        run) and ground truth of the main-table experiments and tasks."""
         from uniav.report.figures import main_table_sources, main_table_tasks
 
         tasks = main_table_tasks(self.config)
         shown = sorted({e for t in tasks for _, e in main_table_sources(self.config, t)})
-        return {"training": [f"results/models/{name}/training.json" for name in self.experiments()],
-                "metrics": [self.metrics_file(name) for name in shown],
-                "predictions": [f"results/predictions/{name}" for name in shown],
+        return {"training": [f"results/models/{name}/training.json" for name in self.runs()],
+                "metrics": [self.metrics_file(run) for name in shown
+                            for run in self.experiment_runs(name)],
+                "predictions": [f"results/predictions/{self.experiment_runs(name)[0]}"
+                                for name in shown],
                 "annotations": [self.annotations_of(task) for task in tasks]}

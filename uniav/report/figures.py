@@ -15,6 +15,12 @@ Everything goes under one output directory (``results/figures/``):
   test videos (ground truth from the task's annotation file, predictions from
   ``results/predictions/<experiment>/<task>.json``).
 
+With several seeds (``seeds:``): ``curves.csv`` has one series per run (the ``experiment``
+column holds the run name), ``curves/<experiment>.csv`` and ``training_curves/<experiment>.png``
+every seed's curve (:mod:`uniav.report.seed_figures`), the per-class AP bars are the means over
+the seeds with the sample standard deviation as error bars, and the timelines show the first
+seed's run.  With one seed nothing changes.
+
 Matplotlib runs on its non-interactive ``Agg`` backend.
 """
 
@@ -28,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from uniav.config import Config, to_plain
+from uniav.config import Config, experiment_runs, run_seeds, to_plain
 from uniav.errors import InputError
 from uniav.fileio import atomic_path, atomic_write_text, load_json_file
 from uniav.report.metrics import load_metrics
@@ -44,9 +50,12 @@ COMBINED_CURVES = "curves.csv"
 def figures_settings(config: Config) -> dict[str, Any]:
     """Every setting ``uniav figures`` reads: the experiments and their tasks, the main-table
     rows and the test subsets of the tasks."""
-    return {"experiments": {name: e.tasks for name, e in config.experiments.items()},
-            "main": to_plain(config.tables.main),
-            "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks}}
+    settings = {"experiments": {name: e.tasks for name, e in config.experiments.items()},
+                "main": to_plain(config.tables.main),
+                "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks}}
+    if len(run_seeds(config)) >= 2:
+        settings["seeds"] = run_seeds(config)
+    return settings
 
 
 def figure_paths(config: Config, output_dir: str | Path) -> list[Path]:
@@ -242,9 +251,10 @@ def per_class_average(task_metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def plot_per_class_ap(task: str, series: list[tuple[str, dict[str, float]]], path: str | Path
-                      ) -> Path:
-    """Horizontal grouped bars: one group per class, one bar per series (row label → AP)."""
+def plot_per_class_ap(task: str, series: list[tuple[str, dict[str, float]]], path: str | Path,
+                      errors: list[dict[str, float | None]] | None = None) -> Path:
+    """Horizontal grouped bars: one group per class, one bar per series (row label → AP); with
+    ``errors`` (one mapping per series: the standard deviation over seeds) error bars."""
     plt = _pyplot()
     classes: list[str] = []
     for _, values in series:
@@ -261,12 +271,14 @@ def plot_per_class_ap(task: str, series: list[tuple[str, dict[str, float]]], pat
     bar = 0.8 / max(1, len(series))
     positions = np.arange(len(classes))
     for i, (label, values) in enumerate(series):
+        spread = None if errors is None else [100 * _nan(errors[i].get(c)) for c in classes]
         ax.barh(positions + i * bar, [100 * values.get(c, float("nan")) for c in classes],
-                height=bar, label=label)
+                height=bar, label=label, xerr=spread, error_kw={"elinewidth": 0.8})
     ax.set_yticks(positions + bar * (len(series) - 1) / 2)
     ax.set_yticklabels(classes, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("AP (%), mean over tIoU thresholds")
+    ax.set_xlabel("AP (%), mean over tIoU thresholds"
+                  + ("" if errors is None else "; mean ± std over seeds"))
     ax.set_title(f"{TASK_TITLES.get(task, task)}: per-class AP on the test split{note}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -373,27 +385,48 @@ def write_figures(config: Config, *, metrics_dir: str | Path, models_dir: str | 
         The written paths.
     """
     from uniav.data.annotations import load_annotations_under
+    from uniav.report.seed_figures import plot_seed_training_curves, write_seed_curves_csv
+    from uniav.report.seeds import mean_std
 
     out = Path(output_dir)
     written: list[Path] = []
-    trainings = {name: read_training(Path(models_dir) / name / "training.json")
-                 for name in config.experiments}
-    written.append(write_combined_curves_csv(trainings, out / COMBINED_CURVES))
-    for name, training in trainings.items():
-        written.append(write_curve_csv(training, out / "curves" / f"{name}.csv"))
-        written.append(plot_training_curves(training, out / "training_curves" / f"{name}.png"))
+    runs = {name: experiment_runs(config, name) for name in config.experiments}
+    several = len(run_seeds(config)) >= 2
+    trainings = {run: read_training(Path(models_dir) / run / "training.json")
+                 for pairs in runs.values() for run, _ in pairs}
+    if several:
+        written.append(write_combined_curves_csv(trainings, out / COMBINED_CURVES))
+    else:
+        trainings = {name: trainings[pairs[0][0]] for name, pairs in runs.items()}
+        written.append(write_combined_curves_csv(trainings, out / COMBINED_CURVES))
+    for name, pairs in runs.items():
+        if several:
+            by_seed = {seed: trainings[run] for run, seed in pairs}
+            written.append(write_seed_curves_csv(by_seed, out / "curves" / f"{name}.csv"))
+            written.append(plot_seed_training_curves(
+                name, by_seed, out / "training_curves" / f"{name}.png"))
+        else:
+            written.append(write_curve_csv(trainings[name], out / "curves" / f"{name}.csv"))
+            written.append(plot_training_curves(trainings[name],
+                                                out / "training_curves" / f"{name}.png"))
     tasks = main_table_tasks(config)
-    metrics = load_metrics(metrics_dir, sorted({e for t in tasks for _, e in main_table_sources(config, t)}))
+    shown = sorted({e for t in tasks for _, e in main_table_sources(config, t)})
+    metrics = load_metrics(metrics_dir, [run for e in shown for run, _ in runs[e]])
     for task in tasks:
         sources = main_table_sources(config, task)
-        series = [(label, per_class_average(metrics[e]["tasks"].get(task, {})))
-                  for label, e in sources]
-        written.append(plot_per_class_ap(task, series, out / "per_class_ap" / f"{task}.png"))
+        series, errors = [], []
+        for label, e in sources:
+            per_run = [per_class_average(metrics[run]["tasks"].get(task, {})) for run, _ in runs[e]]
+            pairs = {c: mean_std([p.get(c) for p in per_run]) for c in per_run[0]}
+            series.append((label, {c: m for c, (m, _) in pairs.items() if m is not None}))
+            errors.append({c: s for c, (_, s) in pairs.items()})
+        written.append(plot_per_class_ap(task, series, out / "per_class_ap" / f"{task}.png",
+                                         errors if several else None))
         spec = config.task_spec(task)
         database = load_annotations_under(spec.data.annotations, config.data)
         videos = pick_videos(database.subset(spec.data.subsets.test), videos_per_task)
-        predictions = [(label, read_predictions(Path(predictions_dir) / e / f"{task}.json"))
-                       for label, e in sources]
+        predictions = [(label, read_predictions(Path(predictions_dir) / runs[e][0][0]
+                                                / f"{task}.json")) for label, e in sources]
         written.append(plot_timelines(task, videos, database.classes, predictions,
                                       out / "timelines" / f"{task}.png"))
     return written

@@ -7,7 +7,9 @@ configuration's (a file without the key is taken to be under the configuration's
 
 ``results/metrics/summary.json`` (:func:`summary`, :func:`write_summary`) is the headline number
 of each experiment and task for ``dvc metrics show``: ``{experiment: {task: average mAP}}``,
-plain numbers only (fractions in [0, 1], as in the metrics files).
+plain numbers only (fractions in [0, 1], as in the metrics files).  With several seeds
+(``seeds:``) each number is an object ``{"mean", "std", "n"}`` over the experiment's runs
+(sample standard deviation, ddof 1; ``dvc metrics show`` prints ``<experiment>.<task>.mean``...).
 """
 
 from __future__ import annotations
@@ -137,18 +139,30 @@ def summary(metrics: dict[str, dict[str, Any]], tasks: Iterable[str]) -> dict[st
 
 def write_summary(config: Config, metrics_dir: str | Path, path: str | Path,
                   experiments: Iterable[str]) -> Path:
-    """Write :func:`summary` of ``experiments`` (their metrics files, protocol-checked) to ``path``.
+    """Write :func:`summary` of ``experiments`` (their metrics files, protocol-checked) to ``path``;
+    with several seeds, of the means over every run of each experiment, with their standard
+    deviations and count (``{experiment: {task: {"mean", "std", "n"}}}``).
 
     Raises:
         ConfigError: if ``path`` is the metrics file of an experiment.
         InputError: as :func:`load_metrics`.
     """
+    from uniav.config import all_runs
+    from uniav.report.seeds import load_experiment_metrics
+
     path = Path(path)
     experiments = list(experiments)
-    for name in config.experiments:
-        if path.resolve() == (Path(metrics_dir) / f"{name}.json").resolve():
+    for run, name, _ in all_runs(config):
+        if path.resolve() == (Path(metrics_dir) / f"{run}.json").resolve():
             raise ConfigError(f"experiments.{name}: its metrics file {path} is where the "
                               f"summary goes; rename the experiment")
-    metrics = load_metrics(metrics_dir, experiments, protocol=config.protocol)
-    atomic_write_json(path, summary(metrics, config.task_names))
+    metrics, spread = load_experiment_metrics(config, metrics_dir, experiments,
+                                              protocol=config.protocol)
+    flat = summary(metrics, config.task_names)
+    if spread.n >= 2:
+        flat = {name: {task: {"mean": mean, "n": spread.n,
+                              "std": number_or_none(spread.std[name]["tasks"][task]["average_mAP"])}
+                       for task, mean in per_task.items()}
+                for name, per_task in flat.items()}
+    atomic_write_json(path, flat)
     return path

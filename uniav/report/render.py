@@ -12,6 +12,11 @@ each format only chooses headers and how a number and a missing value are writte
 * LaTeX (``Styler.to_latex``, via jinja2): a booktabs ``table`` with one column group per task,
   ``\\cmidrule`` under each group and a ``\\midrule`` before published rows (needs
   ``\\usepackage{booktabs}``).
+
+With several seeds (``Table.seeds``) a measured cell is the mean over the seeds and its sample
+standard deviation: ``12.34 ± 0.56`` in Markdown, ``12.34 $\\pm$ 0.56`` in LaTeX, and in the CSV
+the mean in the value column followed by a ``<column> std`` column (empty for published rows).
+With one seed the output is exactly that of a single run.
 """
 
 from __future__ import annotations
@@ -50,6 +55,22 @@ def percent_frame(table: Table) -> pd.DataFrame:
     return pd.DataFrame(data, columns=range(len(table.columns)), dtype="float64")
 
 
+def spread_cell(value: float | None, std: float | None, plus_minus: str, missing: str) -> str:
+    """``mean<plus_minus>std`` in percent with two decimals (the mean alone without a std,
+    ``missing`` without a mean)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    text = f"{100.0 * value:.2f}"
+    return text if std is None else f"{text}{plus_minus}{100.0 * std:.2f}"
+
+
+def spread_frame(table: Table, plus_minus: str, missing: str) -> pd.DataFrame:
+    """The cells of a several-seed table as text (:func:`spread_cell`), labelled by position."""
+    data = [[spread_cell(row.values.get(c), row.spread.get(c), plus_minus, missing)
+             for c in table.columns] for row in table.rows]
+    return pd.DataFrame(data, columns=range(len(table.columns)), dtype="object")
+
+
 def _markdown_header(column: object) -> str:
     if isinstance(column, ExtraColumn):
         return column.threshold_text
@@ -59,15 +80,18 @@ def _markdown_header(column: object) -> str:
 def render_markdown(table: Table) -> str:
     """GitHub-flavoured Markdown: heading, caption, one header row, one row per table row."""
     headers = ["Method", *(_markdown_header(c) for c in table.columns)]
-    frame = percent_frame(table).astype(object)
-    frame = frame.where(frame.notna(), None)  # tabulate writes missingval for None only
+    if table.seeds:
+        frame = spread_frame(table, " ± ", MISSING)
+    else:
+        frame = percent_frame(table).astype(object)
+        frame = frame.where(frame.notna(), None)  # tabulate writes missingval for None only
     frame.insert(0, "label", [row.label.replace("|", "\\|") for row in table.rows])
     frame.columns = headers
     if not table.rows:
         frame.loc[0] = ["(no rows configured)", *[""] * len(table.columns)]
     # the label column is text even when it looks like a number (disable_numparse=[0])
     grid = frame.to_markdown(index=False, tablefmt="pipe", floatfmt=".2f", missingval=MISSING,
-                             disable_numparse=[0],
+                             disable_numparse=True if table.seeds else [0],
                              colalign=["left", *["right"] * len(table.columns)])
     lines = [f"## {table.title}", "", table.caption, "", grid, ""]
     sources = [f"{row.label}: " + ", ".join(f"{group_header(t)} from `{e}`"
@@ -82,9 +106,15 @@ def render_markdown(table: Table) -> str:
 
 def render_csv(table: Table) -> str:
     """CSV: ``label``, one column per value (percent, two decimals; empty when missing),
-    ``source`` (measured / published) and ``experiments`` (``task=experiment;...``)."""
+    ``source`` (measured / published) and ``experiments`` (``task=experiment;...``); with
+    several seeds a ``<column> std`` column (percent) after each value column."""
     frame = percent_frame(table)
     frame.columns = [c.csv_header for c in table.columns]
+    if table.seeds:
+        for i, column in reversed(list(enumerate(table.columns))):
+            frame.insert(i + 1, f"{column.csv_header} std",
+                         [math.nan if (v := row.spread.get(column)) is None else 100.0 * v
+                          for row in table.rows])
     frame.insert(0, "label", [row.label for row in table.rows])
     frame["source"] = [row.source for row in table.rows]
     frame["experiments"] = [_experiments_cell(row) for row in table.rows]
@@ -121,11 +151,15 @@ def render_latex(table: Table) -> str:
             widths.append((title, 1))
     subs = ["Avg" if c.threshold is None and not isinstance(c, ExtraColumn) else c.threshold_text
             for c in table.columns]
-    frame = percent_frame(table)
+    if table.seeds:  # text cells with $\pm$: the labels are escaped here, the cells not at all
+        frame = spread_frame(table, r" $\pm$ ", "--")
+        labels = [latex_escape(row.label) for row in table.rows]
+    else:
+        frame, labels = percent_frame(table), [row.label for row in table.rows]
     frame.columns = pd.MultiIndex.from_arrays([groups, subs])
-    frame.insert(0, ("", "Method"), [row.label for row in table.rows])
+    frame.insert(0, ("", "Method"), labels)
     styler = (frame.style.hide(axis="index")
-              .format(precision=2, na_rep="--", escape="latex")
+              .format(precision=2, na_rep="--", escape=None if table.seeds else "latex")
               .format_index(escape="latex", axis=1)
               .set_table_styles([{"selector": "small", "props": ":;"}]))
     latex = styler.to_latex(

@@ -17,6 +17,7 @@ from uniav.report.metrics import (SED_EXTRAS, TOLERANCE, evaluated_thresholds, n
 
 if TYPE_CHECKING:
     from uniav.report.published import Published
+    from uniav.report.seeds import Spread
 
 #: Display names of the tasks (column group headers).
 TASK_TITLES = {"tal": "TAL", "sed": "SED", "avel": "AVEL"}
@@ -94,12 +95,14 @@ class ExtraColumn:
 
 @dataclass
 class Row:
-    """A table row: its label, where its values came from, and the values (fractions in [0, 1])."""
+    """A table row: its label, where its values came from, and the values (fractions in [0, 1];
+    with several seeds the mean over them, and in ``spread`` their sample standard deviation)."""
 
     label: str
     values: dict[Any, float | None]
     source: str = "measured"
     experiments: dict[str, str] = field(default_factory=dict)
+    spread: dict[Any, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Table:
     columns: list[Any]  # Column, or ExtraColumn in the SED extras table
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    #: the seeds the measured values are the mean over, when there are several (else empty)
+    seeds: list[int] = field(default_factory=list)
 
     @property
     def tasks(self) -> list[str]:
@@ -245,9 +250,17 @@ def _header_caption(config: Config, metrics: dict[str, dict[str, Any]], tasks: l
 # Building tables
 # --------------------------------------------------------------------------------------------
 
+def _std_of(spread: Spread | None, experiment: str | None, task: str) -> dict[str, Any] | None:
+    """The standard deviations of an experiment's task (None: one seed, or no such task)."""
+    if spread is None or spread.n < 2 or experiment is None:
+        return None
+    return spread.std.get(experiment, {}).get("tasks", {}).get(task)
+
+
 def build_result_table(name: str, title: str, rows: list[TableRow], config: Config,
                        metrics: dict[str, dict[str, Any]], style: str,
-                       published: Published | None = None) -> Table:
+                       published: Published | None = None, spread: Spread | None = None
+                       ) -> Table:
     """A mAP table (main or ablation) in the given column style.
 
     Args:
@@ -258,6 +271,7 @@ def build_result_table(name: str, title: str, rows: list[TableRow], config: Conf
         metrics: metrics JSON per experiment (:func:`~uniav.report.metrics.load_metrics`).
         style: ``"full"`` or ``"compact"`` (see :data:`PAPER_THRESHOLDS`).
         published: published numbers to show below the measured rows, if any.
+        spread: the seeds and standard deviations (``metrics`` then holds the means).
     """
     sources = [row_sources(row, config, name) for row in rows]
     tasks = [t for t in config.tasks if any(t in s for s in sources)]
@@ -271,21 +285,29 @@ def build_result_table(name: str, title: str, rows: list[TableRow], config: Conf
     table_rows = []
     for row, source in zip(rows, sources):
         values: dict[Any, float | None] = {}
+        spreads: dict[Any, float | None] = {}
         for column in columns:
             experiment = source.get(column.task)
             task_metrics = metrics[experiment]["tasks"].get(column.task) if experiment else None
             values[column] = None if task_metrics is None else value_at(task_metrics, column.threshold)
-        table_rows.append(Row(row.label, values, "measured", dict(source)))
+            std = _std_of(spread, experiment, column.task)
+            if std is not None:
+                spreads[column] = value_at(std, column.threshold)
+        table_rows.append(Row(row.label, values, "measured", dict(source), spreads))
     used = {e: metrics[e] for s in sources for e in s.values()}
     caption = _header_caption(config, used, tasks, f"{title}.")
-    table = Table(name, title, caption, columns, table_rows)
+    seeds = list(spread.seeds) if spread is not None and spread.n >= 2 else []
+    table = Table(name, title, caption + (spread.caption() if seeds else ""), columns,
+                  table_rows, seeds=seeds)
     if published is not None:
         published.extend(table)
     return table
 
 
-def build_sed_extras_table(config: Config, metrics: dict[str, dict[str, Any]]) -> Table:
-    """PSDS1, PSDS2 and collar F1 of the SED column of each main and ablation row.
+def build_sed_extras_table(config: Config, metrics: dict[str, dict[str, Any]],
+                           spread: Spread | None = None) -> Table:
+    """PSDS1, PSDS2 and collar F1 of the SED column of each main and ablation row (with several
+    seeds: means, and their standard deviations from ``spread``).
 
     Rows whose SED experiment already appeared are not repeated.
     """
@@ -304,10 +326,20 @@ def build_sed_extras_table(config: Config, metrics: dict[str, dict[str, Any]]) -
             values: dict[Any, float | None] = {
                 column: number_or_none(extras.get(column.key)) for column in extra_columns}
             values[average] = None if sed_metrics is None else value_at(sed_metrics, None)
-            rows.append(Row(row.label, values, "measured", {"sed": experiment}))
+            spreads: dict[Any, float | None] = {}
+            std = _std_of(spread, experiment, "sed")
+            if std is not None:
+                spreads = {c: number_or_none((std.get("sed") or {}).get(c.key))
+                           for c in extra_columns}
+                spreads[average] = value_at(std, None)
+            rows.append(Row(row.label, values, "measured", {"sed": experiment}, spreads))
     used = {e: metrics[e] for e in seen}
+    seeds = list(spread.seeds) if spread is not None and spread.n >= 2 else []
     caption = _header_caption(config, used, ["sed"],
                               "SED extras (not paper-comparable; mAP remains the paper's metric). "
                               "PSDS1/PSDS2 (sed_scores_eval) and collar-based F1 (0.2 s collar, "
                               "20 % offset tolerance), macro over classes, in %.")
-    return Table("sed_extras", "SED extras", caption, [*extra_columns, average], rows)
+    if seeds:
+        caption += spread.caption()  # type: ignore[union-attr]
+    return Table("sed_extras", "SED extras", caption, [*extra_columns, average], rows,
+                 seeds=seeds)

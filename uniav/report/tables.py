@@ -15,6 +15,12 @@ Tables (each as ``<name>.md``, ``<name>.csv`` with its sidecar ``<name>.csv-meta
 With ``benchmark: paper`` and ``tables.published`` set, the published numbers of a cited data
 file (:func:`load_published`) are shown below the measured rows of the main and ablation tables.
 
+With ``seeds:`` (several runs per experiment, :mod:`uniav.report.seeds`) every cell is the mean
+over the seeds' runs; Markdown and LaTeX show ``mean ± std`` (sample standard deviation, ddof 1),
+the CSV has a ``<column> std`` column after each value column, and every caption ends with
+``Mean ± sample standard deviation (ddof 1) over n = <k> seeds (<seeds>).``  With one seed
+nothing of this appears.
+
 Numbers are percentages with two decimals; a missing value is shown as ``–`` (Markdown), ``--``
 (LaTeX) or left empty (CSV).  Each caption states the benchmark, the split, the tIoU thresholds
 and the protocol; every metrics file of the tables must be under the configuration's protocol.
@@ -29,9 +35,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uniav.config import Config, to_plain
+from uniav.config import Config, run_seeds, to_plain
 from uniav.fileio import atomic_write_text
 from uniav.report.metrics import load_metrics, write_summary
+from uniav.report.seeds import load_experiment_metrics
 from uniav.report.published import Published, load_published
 from uniav.report.render import (format_percent, latex_escape, render_csv, render_csv_metadata,
                                  render_latex, render_markdown)
@@ -66,20 +73,21 @@ def build_tables(config: Config, metrics_dir: str | Path,
         InputError: naming the file, when a metrics file is missing or malformed or was written
             under another protocol than ``config.protocol``; or the published file is bad.
     """
-    metrics = load_metrics(metrics_dir, table_experiments(config), protocol=config.protocol)
+    metrics, spread = load_experiment_metrics(config, metrics_dir, table_experiments(config),
+                                              protocol=config.protocol)
     if published_path is None and config.benchmark == "paper" and config.tables.published:
         published_path = config.tables.published
     published = load_published(published_path) if published_path else None
     tables: dict[str, dict[str, Table]] = {}
     for name in table_names(config):
         if name == "sed_extras":
-            table = build_sed_extras_table(config, metrics)
+            table = build_sed_extras_table(config, metrics, spread)
             tables[name] = {"full": table, "compact": table}
             continue
         rows = config.tables.main if name == "main" else config.tables.ablation
         title = "Main results" if name == "main" else "Ablation"
         tables[name] = {style: build_result_table(name, title, rows, config, metrics, style,
-                                                  published)
+                                                  published, spread)
                         for style in ("full", "compact")}
     return tables
 
@@ -110,14 +118,18 @@ def write_tables(config: Config, metrics_dir: str | Path, output_dir: str | Path
 def tables_settings(config: Config) -> dict:
     """Every setting ``uniav tables`` reads: the table rows, the experiments' task sets, the
     tasks and their test subsets (captions), benchmark, scale, protocol (and what the protocol's
-    caption says about validation), and the published-numbers file."""
+    caption says about validation), the published-numbers file, and the seeds when there are
+    several (absent otherwise: one seed's settings are those without ``seeds``)."""
     published = (config.tables.published if config.benchmark == "paper" else None)
-    return {"tables": {"main": to_plain(config.tables.main),
-                       "ablation": to_plain(config.tables.ablation)},
-            "experiments": {name: e.tasks for name, e in config.experiments.items()},
-            "tasks": list(config.tasks),
-            "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks},
-            "benchmark": config.benchmark, "scale": config.scale, "protocol": config.protocol,
-            "validation": {"split": config.train.validation_split,
-                           "gate": to_plain(config.train.plateau_gate)},
-            "published": published}
+    settings = {"tables": {"main": to_plain(config.tables.main),
+                           "ablation": to_plain(config.tables.ablation)},
+                "experiments": {name: e.tasks for name, e in config.experiments.items()},
+                "tasks": list(config.tasks),
+                "subsets": {t: config.task_spec(t).data.subsets.test for t in config.tasks},
+                "benchmark": config.benchmark, "scale": config.scale, "protocol": config.protocol,
+                "validation": {"split": config.train.validation_split,
+                               "gate": to_plain(config.train.plateau_gate)},
+                "published": published}
+    if len(run_seeds(config)) >= 2:
+        settings["seeds"] = run_seeds(config)
+    return settings

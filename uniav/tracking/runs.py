@@ -118,11 +118,15 @@ class TrainingRun(_Delegate):
         experiment: the experiment name.
         work_dir: the training's work directory (where :data:`RUN_FILE` goes).
         enabled: False: record nothing (tracking off, or a non-zero rank).
+        run_name: the run's name (default: the experiment; ``<experiment>.seed<s>`` for a run of
+            another seed, :func:`uniav.config.run_name`).
     """
 
-    def __init__(self, config: Any, experiment: str, *, work_dir: str | Path, enabled: bool):
+    def __init__(self, config: Any, experiment: str, *, work_dir: str | Path, enabled: bool,
+                 run_name: str | None = None):
         self.config = config
         self.experiment = experiment
+        self.run_name = run_name or experiment
         self.run_file = Path(work_dir) / RUN_FILE
         self.enabled = enabled
         self.tracker: Tracker = NullTracker()
@@ -167,7 +171,8 @@ class TrainingRun(_Delegate):
                         previous.info.status)
         else:
             tags["uniav.attempts"] = "1"
-            run_id = retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags),
+            run_id = retry(lambda: client.create_run(experiment_id, run_name=self.run_name,
+                                                     tags=tags),
                            "create run").info.run_id
             atomic_write_json(self.run_file, {"run_id": run_id, "experiment_id": experiment_id,
                                               "config_hash": trainer.config_hash,
@@ -233,12 +238,15 @@ class EvaluationRun(_Delegate):
         weights: the weights file evaluated.
         split: the split evaluated.
         enabled: False: record nothing.
+        run_name: the name of the run evaluated (default: the experiment; see
+            :class:`TrainingRun`); a run of its own is named ``<run_name>/evaluate``.
     """
 
     def __init__(self, config: Any, experiment: str, *, weights: str | Path, split: str,
-                 enabled: bool):
+                 enabled: bool, run_name: str | None = None):
         self.config = config
         self.experiment = experiment
+        self.run_name = run_name or experiment
         self.weights = Path(weights)
         self.split = split
         self.enabled = enabled
@@ -287,7 +295,7 @@ class EvaluationRun(_Delegate):
                 EVALUATION_HASH_TAG: settings_hash}
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.info.run_id
-        run = retry(lambda: client.create_run(experiment_id, run_name=f"{name}/evaluate",
+        run = retry(lambda: client.create_run(experiment_id, run_name=f"{self.run_name}/evaluate",
                                               tags=tags), "create run")
         LOGGER.info("MLflow: evaluation run %s of its own (%s)", run.info.run_id,
                     "child of the training's run" if parent is not None else

@@ -139,6 +139,12 @@ def train_arguments(wildcards, input):
     return PLAN.train_arguments(wildcards.experiment)
 
 
+def run_arguments(wildcards, input):
+    """`--experiment E --set seed=<s>` of the run the `{experiment}` wildcard names (a run name:
+    `E` or `E.seed<s>`).  Derived (it takes `input`): the run's `settings` are its trigger."""
+    return PLAN.run_arguments(wildcards.experiment)
+
+
 def train_gpus(wildcards):
     return PLAN.train_processes(wildcards.experiment)
 

@@ -1,5 +1,5 @@
-# Phase `evaluate`: test-split predictions (ActivityNet results format) and metrics per
-# experiment.
+# Phase `evaluate`: test-split predictions (ActivityNet results format) and metrics per run
+# (per experiment and seed; the `{experiment}` wildcard is the run name, see train.smk).
 
 
 rule evaluate:
@@ -13,6 +13,7 @@ rule evaluate:
     params:
         config=effective_config_param,
         settings=settings_of("evaluate"),
+        run=run_arguments,
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:
@@ -21,6 +22,6 @@ rule evaluate:
     conda:
         UNIAV_ENV
     shell:
-        "uniav evaluate --config {params.config} --experiment {wildcards.experiment}"
+        "uniav evaluate --config {params.config} {params.run}"
         " --weights {input.weights} --predictions-dir {output.predictions}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# Phase `train`: one job per experiment (single-task or multi-task).  Resumable checkpoints go
-# to work/checkpoints/<experiment>/<settings hash>/ -- not a declared output, so a failed or
+# Phase `train`: one job per run - per experiment, and per seed of `seeds` (the `{experiment}`
+# wildcard is the run name: `E`, or `E.seed<s>`; the command gets `--experiment E --set seed=<s>`,
+# JobPlan.run_arguments).  Resumable checkpoints go to work/checkpoints/<run>/<settings hash>/ -- not a declared output, so a failed or
 # killed job keeps them and its rerun resumes; a job that finished removes them, so a later
 # rerun (new inputs, --forcerun) trains afresh instead of "resuming" a finished run.
 # `uniav gpu-slot` gives concurrent local jobs distinct GPUs (a no-op without GPUs or under a
@@ -23,6 +24,7 @@ rule train:
         prompts_dir=prompts_dir_param,
         launcher=train_launcher,
         extra=train_arguments,
+        run=run_arguments,
     log:
         "logs/train/{experiment}.log",
     benchmark:
@@ -34,7 +36,7 @@ rule train:
         UNIAV_ENV
     shell:
         "uniav gpu-slot --count {resources.gpu} -- {params.launcher} train --config {params.config}"
-        " --experiment {wildcards.experiment} --output-dir {params.output_dir}"
+        " {params.run} --output-dir {params.output_dir}"
         " --work-dir {params.work_dir} --prompts-dir {params.prompts_dir}"
         " --threads {threads} {params.extra} > {log} 2>&1"
         " && rm -rf {params.work_dir}"
