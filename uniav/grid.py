@@ -103,3 +103,20 @@ class TimeGrid:
     def covered_seconds(self, steps: int) -> float:
         """Seconds of video that ``steps`` steps cover: ``((T − 1)·stride + window) / fps``."""
         return ((steps - 1) * self.stride + self.window) / self.fps
+
+
+#: ``|T - expected T|`` (:meth:`TimeGrid.expected_steps`) above this many steps is counted by the
+#: dataset's checks (features short / long).
+LENGTH_WARN_STEPS = 3
+#: Relative part of the hard limit on ``|T - expected T|`` (see :func:`length_limit`).
+LENGTH_LIMIT_FRACTION = 0.25
+#: Absolute part (steps) of the hard limit on ``|T - expected T|``.
+LENGTH_LIMIT_STEPS = 4
+
+
+def length_limit(expected: float) -> float:
+    """Largest tolerated ``|T − expected|`` (steps): 25 % of the expected length plus 4 steps.
+
+    Tolerant on purpose: ActivityNet has videos with missing frames (a comment in the released
+    ``anet.py``), whose features are shorter than the duration says."""
+    return LENGTH_LIMIT_FRACTION * expected + LENGTH_LIMIT_STEPS

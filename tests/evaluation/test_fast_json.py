@@ -1,4 +1,4 @@
-"""The fast JSON reader (``uniav.fileio.load_json_file`` through ``read_json_document``) gives
+"""The fast JSON reader (``uniav.fileio.load_json_file`` through ``uniav.jsondoc.read_json_document``) gives
 exactly what the strict reader gives - the same value, or the same error - on every input; and it
 is really used for plain files (the results and ground-truth files ``uniav score`` reads)."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from uniav.errors import InputError
-from uniav.fileio import (JsonCensus, json_census, load_json_file, parse_json_text,
-                          read_json_document)
+from uniav.fileio import load_json_file, parse_json_text
+from uniav.jsondoc import JsonCensus, json_census, read_json_document
 
 
 def strict_outcome(path: Path) -> tuple[str, str]:

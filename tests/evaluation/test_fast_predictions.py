@@ -17,7 +17,8 @@ import uniav.evaluation.predictions as predictions_module
 from uniav.errors import InputError
 from uniav.evaluation.predictions import Predictions
 from uniav.evaluation.results_file import load_predictions
-from uniav.fileio import JsonDocument, parse_json_text
+from uniav.fileio import parse_json_text
+from uniav.jsondoc import JsonDocument
 
 
 def outcome(build) -> tuple:

@@ -356,3 +356,25 @@ def read_desed_tsv(path: str | Path, durations: dict[str, float], subset: str,
     videos = {clip: _parse_video(path, clip, entry, class_set, range_tolerance)
               for clip, entry in database.items()}
     return AnnotationDB(path=path, classes=list(classes), videos=videos)
+
+
+def seen_classes(classes: list[str], held_out: Iterable[str], task: str,
+                 file: str | Path) -> list[str]:
+    """The classes of an annotation file that an open-set experiment trains on: ``classes``
+    without ``held_out``, in file order.
+
+    Raises:
+        ConfigError: a held-out name that is not a class of ``file``, or every class held out.
+    """
+    from uniav.errors import ConfigError
+
+    held_out = list(held_out)
+    unknown = [name for name in held_out if name not in classes]
+    if unknown:
+        raise ConfigError(f"held-out class {unknown[0]!r} of task {task!r} is not a class of "
+                          f"{file} (its classes: {', '.join(classes)})")
+    seen = [name for name in classes if name not in held_out]
+    if not seen:
+        raise ConfigError(f"task {task!r}: every class of {file} is held out; nothing is left "
+                          f"to train on")
+    return seen

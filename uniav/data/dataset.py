@@ -17,22 +17,21 @@ Checks at construction (all :class:`~uniav.errors.InputError` naming file, video
     without loading the data: rank 2, one ``(visual_dim, audio_dim)`` for the whole split (and
     ``expected_dims``), ``T > 0``, audio/visual lengths within the store's tolerance (or cut, by
     policy), and ``T`` against the duration (:meth:`~uniav.grid.TimeGrid.expected_steps`: an
-    error beyond :func:`length_limit` steps, or a count, by policy).  Feature values (NaN/Inf,
+    error beyond :func:`~uniav.grid.length_limit` steps, or a count, by policy).  Feature values (NaN/Inf,
     dtype) are checked when a video is read - all at construction with ``preload``.  Every quirk
     accepted is counted in :attr:`LocalizationDataset.report` (:mod:`uniav.data.report`).
 
 Memory
-    Features are read per item and kept in a bounded LRU cache (``cache_bytes``), so a process's
-    memory does not grow with the dataset; ``preload`` reads (and validates) every video at
-    construction, which only keeps them all when they fit in the cache.
+    Features are read per item into a bounded LRU cache (``cache_bytes``): memory does not grow
+    with the dataset; ``preload`` reads (and validates) every video at construction.
 
 Training-time sampling (``get(i, rng)``), as in the released implementation
     1. (``spec.data.filter_past_features``) instances starting at or after the end of the
        features are dropped, those with at least ``trunc_thresh`` of their length before it are
        kept and clamped to it (:func:`~uniav.data.crops.filter_training_instances`);
     2. a random crop (:func:`~uniav.data.crops.sample_truncation`).
-    Every random draw comes from the ``rng`` argument, so an item is a pure function of
-    ``(index, rng state)``; this is what makes a resumed training run identical.
+    Every random draw comes from ``rng``: an item is a pure function of ``(index, rng state)``,
+    which makes a resumed training run identical.
 """
 
 from __future__ import annotations
@@ -47,38 +46,24 @@ import torch
 
 from uniav.config import DataPolicy, TaskSpec
 from uniav.data.annotations import (MIN_SEGMENT_LENGTH, VideoAnnotation, duplicate_mask,
-                                    load_annotations_under)
+                                    load_annotations_under, seen_classes)
 from uniav.data.batching import VideoItem, task_inputs
 from uniav.data.crops import filter_training_instances, holdout_split, sample_truncation
 from uniav.data.features import (MODALITIES, FeatureStore, MatrixInfo, layout_of, matrix_infos,
                                  store_sample)
 from uniav.data.report import DataReport
 from uniav.errors import ConfigError, InputError
-from uniav.grid import TimeGrid
+from uniav.grid import LENGTH_WARN_STEPS, TimeGrid, length_limit
 
 LOGGER = logging.getLogger(__name__)
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-#: ``|T - expected T|`` above this many steps is counted (features short / long).
-LENGTH_WARN_STEPS = 3
-#: Relative part of the hard limit on ``|T - expected T|`` (see :func:`length_limit`).
-LENGTH_LIMIT_FRACTION = 0.25
-#: Absolute part (steps) of the hard limit on ``|T - expected T|``.
-LENGTH_LIMIT_STEPS = 4
 #: Missing ids quoted in the missing-features error (the rest are counted).
 MISSING_IDS_SHOWN = 5
 #: Default bound of the feature cache of one dataset (bytes).
 DEFAULT_CACHE_BYTES = 1 << 30
-
-
-def length_limit(expected: float) -> float:
-    """Largest tolerated ``|T − expected|`` (steps): 25 % of the expected length plus 4 steps.
-
-    Tolerant on purpose: ActivityNet has videos with missing frames (a comment in the released
-    ``anet.py``), whose features are shorter than the duration says."""
-    return LENGTH_LIMIT_FRACTION * expected + LENGTH_LIMIT_STEPS
 
 
 @dataclass(frozen=True)
@@ -115,15 +100,13 @@ class LocalizationDataset:
         holdout: hold validation videos out of a training subset that has no validation
             subset (``False`` when validation reads the test split, as the released protocol
             does: the whole training subset trains).
-        held_out_classes: classes of the annotation file left out of this dataset (an
-            open-set experiment's training and validation data): their instances are removed
-            (not relabelled as background; counted as ``annotations_dropped.held_out``) and
-            they are not in :attr:`classes`.
+        held_out_classes: classes left out (an open-set experiment's training and validation
+            data): instances removed, not relabelled (``annotations_dropped.held_out``).
 
     Attributes:
         spec, split: as given.
-        classes: class names of the annotation file (the same for every split), without the
-            held-out ones; the labels of the items index this list.
+        classes: class names of the annotation file without the held-out ones (the labels of
+            the items index this list).
         all_classes: every class name of the annotation file.
         video_ids: ids of the split's videos (without skipped ones), in file order.
         dims: ``(visual_dim, audio_dim)``.
@@ -156,15 +139,8 @@ class LocalizationDataset:
                              f"{self._config_key('num_classes')} says {data.num_classes}",
                              file=database.path, field="classes")
         self.held_out_classes: frozenset[str] = frozenset(held_out_classes)
-        unknown = [name for name in held_out_classes if name not in self.all_classes]
-        if unknown:
-            raise ConfigError(f"held-out class {unknown[0]!r} of task {spec.name!r} is not a "
-                              f"class of {database.path} (its classes: "
-                              f"{', '.join(self.all_classes)})")
-        self.classes: list[str] = [c for c in self.all_classes if c not in self.held_out_classes]
-        if not self.classes:
-            raise ConfigError(f"task {spec.name!r}: every class of {database.path} is held out; "
-                              f"nothing is left to train on")
+        self.classes: list[str] = seen_classes(self.all_classes, held_out_classes, spec.name,
+                                               database.path)
         videos = self._select_videos(database.subset, split, seed)
         self.report = DataReport(task=spec.name, split=split, subset=self._subset_name(),
                                  videos_listed=len(videos),

@@ -28,8 +28,8 @@ import numpy as np
 
 from uniav.errors import InputError
 from uniav.evaluation.predictions import Predictions, index_labels
-from uniav.fileio import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast, json_census,
-                          read_json_document)
+from uniav.jsondoc import (FAST_JSON_LARGE, JsonCensus, JsonDocument, decode_json_fast,
+                           json_census, read_json_document)
 
 
 def load_predictions(path: str | Path) -> Predictions:

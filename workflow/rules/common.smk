@@ -45,14 +45,9 @@ def effective_config(snakemake_config):
 
 
 def reconcile_with_dvc(plan):
-    """Before Snakemake plans anything: outputs that DVC restored (dvc pull, checkout, exp
-    apply) are marked as made with the parameters dvc.lock records (snakemake --touch), or,
-    when their inputs changed since, made older than them (uniav/pipeline/dvc_sync.py).  Main
-    process only (not in the jobs of a cluster executor).
-
-    Returns:
-        The reconciliation (its record_success() goes into onsuccess), or None.
-    """
+    """Before Snakemake plans: make its records agree with outputs DVC restored (dvc pull,
+    checkout, exp apply; uniav/pipeline/dvc_sync.py).  Main process only.  Returns the
+    reconciliation (its record_success() goes into onsuccess), or None."""
     if not workflow.is_main_process:
         return None
     return reconcile(
