@@ -33,8 +33,9 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
     On CUDA the whole batch is decoded on the device at once
     (:func:`~uniav.postprocess.postprocess_batch`: one copy to the host instead of a host
     synchronisation per video and level); on the CPU video by video
-    (:func:`~uniav.postprocess.postprocess_video`), which is faster there (docs/performance.md).
-    The results are the same; NMS runs on the CPU either way.
+    (:func:`~uniav.postprocess.postprocess_video`), as before: bitwise the previous results on
+    the CPU (a batch's sigmoid can differ in the last bit there).  NMS runs on the CPU either
+    way.
 
     Args:
         output: :class:`~uniav.model.ModelOutput` of the batch.

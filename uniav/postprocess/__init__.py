@@ -6,7 +6,7 @@ Public API:
 * :func:`batched_nms` - Gaussian soft-NMS / hard NMS / none, per class or class-agnostic;
 * :func:`postprocess_video` - decode -> NMS -> seconds of one video;
 * :func:`decode_batch`, :func:`postprocess_batch` - the same for a whole batch (what inference
-  runs: decoding where the outputs are, in one pass per level; identical results).
+  runs on CUDA: decoding where the outputs are, in one pass per level; the same results).
 """
 
 from uniav.postprocess.decode import decode_batch, decode_video, postprocess_batch, postprocess_video

@@ -7,7 +7,10 @@ grid-to-seconds conversion (:meth:`uniav.grid.TimeGrid.to_seconds`), as the rele
 whole batch at once: decoding runs where the outputs are (one pass per level for all videos,
 one copy to the host at the end instead of a host synchronisation per video and level); NMS -
 a sequential greedy loop of at most ``max_segments`` picks per video - runs on the CPU.  Same
-results as the per-video functions, to the bit.  No model import.
+results as the per-video functions, to the bit on CUDA; on the CPU torch's vectorised
+sigmoid and its scalar path for a tensor's tail can differ in the last bit, so a batch's
+probabilities can differ from a video's by one ulp there (inference decodes per video on the
+CPU).  No model import.
 
 Grid convention (``docs/architecture.md``): feature step ``x`` covers frames
 ``[x * stride, x * stride + window)``, so its time is ``(x * stride + 0.5 * window) / fps``.
@@ -100,7 +103,7 @@ def decode_batch(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Ten
                  duration_threshold: float = 0.05
                  ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """:func:`decode_video` of every video of a batch at once: the same candidates in the same
-    order, to the bit.
+    order, to the bit where the probabilities are (always on CUDA; see module docs for the CPU).
 
     Per level, the candidates of all videos are found together (one ``nonzero``), ranked by two
     stable sorts (by probability, descending, then by video - so within a video the order is
