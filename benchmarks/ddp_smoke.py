@@ -5,6 +5,7 @@ Writes the planted three-task data set used by the engine tests into ``--root``,
 and prints the training summary as JSON.  Usage::
 
     python benchmarks/ddp_smoke.py --root /tmp/ddp --nproc 1 --device cuda --precision bf16
+    python benchmarks/ddp_smoke.py --root /tmp/ddp1 --nproc 1 --device cuda --compile auto
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--compile", default="off", choices=["off", "auto", "on"],
+                        help="train.compile (default: %(default)s)")
     args = parser.parse_args()
     root = Path(args.root)
     for i, task in enumerate(("tal", "sed", "avel")):
@@ -36,7 +39,8 @@ def main() -> int:
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_raw(root, **{
         "train.epochs": args.epochs, "train.device": args.device,
-        "train.precision": args.precision, "train.deterministic": False})))
+        "train.precision": args.precision, "train.deterministic": False,
+        "train.compile": {"off": False, "on": True}.get(args.compile, args.compile)})))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", str(args.nproc)]
     command = torchrun + ["-m", "uniav", "train", "--config", str(params), "--experiment", "uniav",

@@ -1,27 +1,32 @@
-"""Training-step benchmark: paper preset, 2 videos x 256 steps, one optimizer step.
+"""Training-step benchmark: paper preset, one optimizer step as the engine runs it.
 
-Measures, on this machine:
+For each variant - eager or compiled (``train.compile``) x fp32 or bf16 autocast - one full
+training step of :class:`~uniav.engine.stepper.TrainingStep` (forward, losses, backward,
+gradient clipping, AdamW step, EMA update, the step's read-back of its losses) on ``--batch``
+videos of the task's maximum length, median of ``--repeats`` steps after ``--warmup``:
 
-* the FLOPs of one training step (forward + backward), counted with
-  ``torch.utils.flop_counter.FlopCounterMode``;
-* the machine's float32 matmul throughput (GFLOP/s, best of several large matmuls);
-* the wall time of one full training step as the engine runs it (forward, loss, backward,
-  gradient clipping, AdamW step, EMA update), median of ``--repeats`` steps after warm-up;
+* ``step_s``: seconds per iteration; ``videos_per_s``: batch / step_s;
+* ``tflops``: estimated throughput, the FLOPs of one forward + backward (counted once with
+  ``torch.utils.flop_counter.FlopCounterMode``, the same for every variant) / step_s;
+* ``mfu``: tflops / the device's peak for the variant's precision - the datasheet dense peak on
+  known GPUs (H100/H200: 989 TFLOP/s bf16, 494 TF32 for fp32 with TF32 matmuls allowed, else 67),
+  otherwise the measured matmul throughput of the device (``peak_source`` says which).
 
-and prints the ratio of the step time to the FLOP floor (FLOPs / matmul throughput).
-Reference (DESIGN section 11, this 2-core CPU): the released implementation took 1.36 s for a
-150 GFLOP step, floor ~0.84 s; target <= 1.25 x the floor.
+Without CUDA it prints a "no GPU" line and measures the CPU; compiled variants are skipped there
+unless asked for (``--modes eager,compiled``), as ``train.compile: auto`` trains eagerly on the
+CPU.  The last output line is one JSON object (``--json``: the only output).  Usage::
 
-The last output line is one JSON object with keys ``step_s``, ``gflop``, ``matmul_gflops``,
-``floor_ratio`` (plus details).  Usage::
-
-    .venv/bin/python benchmarks/train_step.py [--device cuda] [--precision bf16] [--task tal]
+    .venv/bin/python benchmarks/train_step.py --quick
+    python3 benchmarks/train_step.py --device cuda --batch 16 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import platform
 import statistics
 import sys
 import time
@@ -30,118 +35,197 @@ import torch
 
 from uniav.config import ModelConfig, resolve_model
 from uniav.engine.optim import make_optimizer
-from uniav.engine.schedule import ModelEMA
+from uniav.engine.schedule import ModelEMA, make_scheduler
+from uniav.engine.stepper import TrainingStep
 from uniav.model import ModelSpec, TaskHeadConfig, UniAV
 
-REFERENCE_STEP_S = 1.36
-REFERENCE_GFLOP = 150.0
 PAPER_TASKS = {"tal": TaskHeadConfig(200, 256, False, 0.1, 400.0),
                "sed": TaskHeadConfig(10, 64, True, 0.0, 400.0),
                "avel": TaskHeadConfig(100, 256, True, 0.0, 300.0)}
+FEATURE_DIM = 1536
+#: dense peak TFLOP/s (bf16 tensor cores, TF32 tensor cores, plain fp32) of known GPUs
+GPU_PEAKS = {"H200": (989.0, 494.0, 67.0), "H100": (989.0, 494.0, 67.0),
+             "A100": (312.0, 156.0, 19.5)}
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best observed matmul throughput in GFLOP/s."""
+def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+    """Best observed matmul throughput in TFLOP/s."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         start = time.perf_counter()
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size ** 3 / best / 1e12
 
 
-def make_batch(task: str, batch: int, device: torch.device):
-    """``batch`` videos of the task's max length (random features, a few instances each)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_tflops(device: torch.device, precision: str, quick: bool) -> tuple[float, str]:
+    """The peak the MFU is relative to, and where it comes from."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (bf16, tf32, fp32) in GPU_PEAKS.items():
+            if key in name:
+                if precision == "bf16":
+                    return bf16, f"{key} datasheet, dense bf16"
+                if torch.backends.cuda.matmul.allow_tf32:
+                    return tf32, f"{key} datasheet, dense TF32"
+                return fp32, f"{key} datasheet, fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    size = 4096 if device.type == "cuda" else (1024 if quick else 2048)
+    return matmul_tflops(device, dtype, size), f"measured {dtype} matmul, {size}^2"
+
+
+def make_model(device: torch.device) -> UniAV:
+    torch.manual_seed(0)
+    spec = ModelSpec(model=resolve_model(ModelConfig(preset="paper")), tasks=PAPER_TASKS,
+                     visual_dim=FEATURE_DIM, audio_dim=FEATURE_DIM, text_dim=FEATURE_DIM)
+    model = UniAV(spec).to(device).train()
+    for task, head in PAPER_TASKS.items():
+        model.set_text_embeddings(task, torch.nn.functional.normalize(
+            torch.randn(head.num_classes, FEATURE_DIM), dim=1).to(device))
+    return model
+
+
+def make_batch(model: UniAV, task: str, batch: int, device: torch.device):
+    """``batch`` videos of the task's max length (random features, a few instances each) and
+    their targets on the device (as the trainer's prefetcher hands them over)."""
     length = PAPER_TASKS[task].max_seq_len
     generator = torch.Generator().manual_seed(0)
-    visual = torch.randn(batch, 1536, length, generator=generator).to(device)
-    audio = torch.randn(batch, 1536, length, generator=generator).to(device)
+    visual = torch.randn(batch, FEATURE_DIM, length, generator=generator).to(device)
+    audio = torch.randn(batch, FEATURE_DIM, length, generator=generator).to(device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     patterns = [torch.tensor([[10.0, 60.0], [100.0, 180.0], [200.0, 230.0]]),
                 torch.tensor([[5.0, 250.0]])]
     num_classes = PAPER_TASKS[task].num_classes
     segments = [patterns[i % 2].clamp(max=length - 1) for i in range(batch)]
     labels = [torch.arange(len(s)) * 7 % num_classes for s in segments]
-    return visual, audio, mask, segments, labels
+    targets = tuple(t.to(device) for t in model.targets(length, segments, labels, task, "cpu"))
+    return visual, audio, mask, segments, labels, targets
+
+
+def training_step(model: UniAV, precision: str, task: str) -> TrainingStep:
+    optimizer = make_optimizer(model, base_lr=1e-4, weight_decay=0.05, text_proj_lr=1e-4)
+    scheduler = make_scheduler(optimizer, 1, 10 ** 6)
+    return TrainingStep(model, model, optimizer, scheduler, ModelEMA(model, 0.999),
+                        {task: 1.0}, clip_grad_norm=1.0,
+                        autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
+
+
+def count_gflop(model: UniAV, task: str, batch) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    visual, audio, mask, _, _, targets = batch
+    counter = FlopCounterMode(display=False)
+    with counter:
+        output = model(visual, audio, mask, task)
+        cls_sum, reg_sum, _ = model.loss_terms(output, *targets, task)
+        (cls_sum + reg_sum).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def measure(device: torch.device, mode: str, precision: str, args, gflop: float
+            ) -> dict:
+    model = make_model(device)
+    step = training_step(model, precision, args.task)
+    batch = make_batch(model, args.task, args.batch, device)
+    visual, audio, mask, segments, labels, targets = batch
+    result = {"mode": mode, "precision": precision}
+    if mode == "compiled":
+        torch._dynamo.reset()
+        if not step.enable_compile(required=False):
+            return {**result, "skipped": f"compiling failed: {step.compile_fallback}"}
+    started = time.perf_counter()
+    for _ in range(args.warmup):   # allocator, optimizer state; compiling and CUDA graph capture
+        step.task_step(args.task, visual, audio, mask, segments, labels, targets=targets)
+    _sync(device)
+    result["warmup_s"] = round(time.perf_counter() - started, 2)
+    if mode == "compiled" and step.captured is None:
+        return {**result, "skipped": f"compiling failed: {step.compile_fallback}"}
+    times = []
+    for _ in range(args.repeats):
+        _sync(device)
+        start = time.perf_counter()
+        step.task_step(args.task, visual, audio, mask, segments, labels, targets=targets)
+        _sync(device)   # task_step reads its losses back already; this is for the optimizer
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    peak, source = peak_tflops(device, precision, args.quick)
+    tflops = gflop / step_s / 1e3
+    return {**result, "step_s": round(step_s, 4), "videos_per_s": round(args.batch / step_s, 2),
+            "tflops": round(tflops, 4), "peak_tflops": round(peak, 3), "peak_source": source,
+            "mfu": round(tflops / peak, 4), "step_times_s": [round(t, 4) for t in times]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    parser.add_argument("--modes", default=None,
+                        help="comma list of eager, compiled (default: both on CUDA, eager on CPU)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
     parser.add_argument("--task", default="tal", choices=list(PAPER_TASKS))
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=None, help="videos per step (default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 7)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 timed steps after 1 warm-up step, batch 2 (unless given)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
+    args.batch = args.batch or 2
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    spec = ModelSpec(model=resolve_model(ModelConfig(preset="paper")), tasks=PAPER_TASKS,
-                     visual_dim=1536, audio_dim=1536, text_dim=1536)
-    model = UniAV(spec).to(device).train()
-    for task, head in PAPER_TASKS.items():
-        model.set_text_embeddings(task, torch.nn.functional.normalize(
-            torch.randn(head.num_classes, 1536), dim=1).to(device))
-    optimizer = make_optimizer(model, base_lr=1e-3, weight_decay=1e-4, text_proj_lr=1e-3)
-    ema = ModelEMA(model, 0.999)
-    visual, audio, mask, segments, labels = make_batch(args.task, args.batch, device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16"
-                else torch.autocast(device.type, enabled=False))
-
-    def forward_backward():
-        with autocast:
-            output = model(visual, audio, mask, args.task)
-        losses = model.loss(output, segments, labels, args.task)
-        losses["final_loss"].backward()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        forward_backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        ema.update(model)
-
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
-        forward_backward()
-    gflop = counter.get_total_flops() / 1e9
-    optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(2):  # warm-up (allocator, optimizer state)
-        step()
-    times = []
-    for _ in range(args.repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    peak = matmul_gflops(device, dtype, size=4096 if device.type == "cuda" else 2048)
-    floor_s = gflop / peak
-    result = {"step_s": round(step_s, 4), "gflop": round(gflop, 2),
-              "matmul_gflops": round(peak, 1), "floor_ratio": round(step_s / floor_s, 3),
-              "floor_s": round(floor_s, 4), "device": str(device), "precision": args.precision,
-              "task": args.task, "batch": args.batch, "threads": torch.get_num_threads(),
-              "step_times_s": [round(t, 4) for t in times],
-              "reference_step_s": REFERENCE_STEP_S,
-              "speedup_vs_reference": round(REFERENCE_STEP_S / step_s, 3)}
-    print(f"step {step_s:.3f} s for {gflop:.1f} GFLOP; matmul peak {peak:.1f} GFLOP/s -> floor "
-          f"{floor_s:.3f} s; ratio {step_s / floor_s:.2f}x (target <= 1.25x); released code "
-          f"{REFERENCE_STEP_S} s -> {REFERENCE_STEP_S / step_s:.2f}x faster")
-    print(json.dumps(result))
+    log = (lambda *a: None) if args.json else print
+    has_cuda = torch.cuda.is_available()
+    if args.device == "auto":
+        device = torch.device("cuda" if has_cuda else "cpu")
+    else:
+        device = torch.device(args.device)
+    if not has_cuda:
+        log("no GPU: CUDA is not available here; measuring the CPU only "
+            "(GPU figures: run benchmarks/gpu_check.sh on a GPU machine)")
+    modes = (args.modes or ("eager,compiled" if device.type == "cuda" else "eager")).split(",")
+    precisions = args.precisions.split(",")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False   # fp32 means fp32 (as the engine runs)
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    # FLOPs of one step (fp32 eager; the same computation for every variant)
+    model = make_model(device)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gflop = count_gflop(model, args.task, make_batch(model, args.task, args.batch, device))
+    del model
+    results = []
+    for mode in modes:
+        for precision in precisions:
+            entry = measure(device, mode, precision, args, gflop)
+            results.append(entry)
+            if "skipped" in entry:
+                log(f"{mode:8s} {precision}: skipped ({entry['skipped']})")
+            else:
+                log(f"{mode:8s} {precision}: {entry['step_s']:.4f} s/iteration, "
+                    f"{entry['videos_per_s']:.2f} videos/s, {entry['tflops']:.3f} TFLOP/s, "
+                    f"MFU {100 * entry['mfu']:.2f} % of {entry['peak_tflops']:.3f} TFLOP/s "
+                    f"({entry['peak_source']})")
+    if device.type == "cpu" and "compiled" not in modes:
+        log("compiled: not measured on the CPU (train.compile: auto trains eagerly there; "
+            "--modes eager,compiled to measure it)")
+    summary = {"device": str(device), "machine": machine, "cuda": has_cuda,
+               "torch": torch.__version__, "task": args.task, "batch": args.batch,
+               "repeats": args.repeats, "warmup": args.warmup, "gflop_per_step": round(gflop, 2),
+               "results": results}
+    print(json.dumps(summary))
     return 0
 
 

@@ -171,6 +171,14 @@ class TrainConfig:
     processes: PositiveInt = 1
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: run each task's forward pass and losses as one compiled graph (torch.compile; CUDA graphs
+    #: on CUDA): ``off`` / ``on`` (YAML booleans: false / true) or ``auto`` (on CUDA only).
+    #: ``auto`` falls back to eager mode with a logged warning when compiling fails, ``on``
+    #: stops with an error; data-parallel runs train eagerly
+    compile: Literal[False, "auto", True] = False
+    #: prepare each task's next batch in a background thread while the current step runs (pinned
+    #: memory and a separate copy stream on CUDA); the batches are the same either way
+    prefetch: bool = True
     deterministic: bool = True
     #: also checkpoint every this many iterations (0: at epoch ends only)
     checkpoint_every_iters: NonNegativeInt = 0

@@ -30,6 +30,13 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
                         classes: list[str], class_aware: bool) -> list[list[Detection]]:
     """Decode one batch of raw outputs into per-video detections in seconds.
 
+    On CUDA the whole batch is decoded on the device at once
+    (:func:`~uniav.postprocess.postprocess_batch`: one copy to the host instead of a host
+    synchronisation per video and level); on the CPU video by video
+    (:func:`~uniav.postprocess.postprocess_video`), as before: bitwise the previous results on
+    the CPU (a batch's sigmoid can differ in the last bit there).  NMS runs on the CPU either
+    way.
+
     Args:
         output: :class:`~uniav.model.ModelOutput` of the batch.
         videos: per video its :class:`~uniav.data.batching.VideoMeta` (grid and duration).
@@ -42,21 +49,27 @@ def detections_of_batch(output: Any, videos: list[Any], task_settings: Any, eval
         Per video, detections ``{"segment": [t0, t1], "label": name, "score": s}`` sorted by
         descending score.
     """
-    from uniav.postprocess import postprocess_video
+    from uniav.postprocess import postprocess_batch, postprocess_video
 
-    results = []
-    for index, video in enumerate(videos):
-        segments, scores, labels = postprocess_video(
+    settings = dict(
+        pre_nms_threshold=eval_cfg.pre_nms_threshold, pre_nms_topk=eval_cfg.pre_nms_topk,
+        duration_threshold=eval_cfg.duration_threshold, nms_method=eval_cfg.nms,
+        iou_threshold=eval_cfg.iou_threshold, sigma=task_settings.nms_sigma,
+        min_score=eval_cfg.min_score, max_segments=eval_cfg.max_segments,
+        multiclass=eval_cfg.multiclass_nms, voting_threshold=eval_cfg.voting_threshold)
+    if output.cls_logits[0].device.type == "cuda":
+        decoded = postprocess_batch(output.cls_logits, output.offsets, output.masks,
+                                    output.level_strides, grids=[v.grid for v in videos],
+                                    durations=[v.duration for v in videos], **settings)
+    else:
+        decoded = [postprocess_video(
             [level[index].float() for level in output.cls_logits],
             [level[index].float() for level in output.offsets],
             [level[index] for level in output.masks],
-            output.level_strides,
-            pre_nms_threshold=eval_cfg.pre_nms_threshold, pre_nms_topk=eval_cfg.pre_nms_topk,
-            duration_threshold=eval_cfg.duration_threshold, nms_method=eval_cfg.nms,
-            iou_threshold=eval_cfg.iou_threshold, sigma=task_settings.nms_sigma,
-            min_score=eval_cfg.min_score, max_segments=eval_cfg.max_segments,
-            multiclass=eval_cfg.multiclass_nms, voting_threshold=eval_cfg.voting_threshold,
-            grid=video.grid, duration=video.duration)
+            output.level_strides, grid=video.grid, duration=video.duration, **settings)
+            for index, video in enumerate(videos)]
+    results = []
+    for segments, scores, labels in decoded:
         detections = []
         for (start, end), score, label in zip(segments.tolist(), scores.tolist(), labels.tolist()):
             start, end = round(start, 4), round(end, 4)

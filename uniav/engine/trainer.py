@@ -44,6 +44,7 @@ from uniav.data.batching import collate
 from uniav.engine.checkpoint import export_weights, load_latest_checkpoint, save_training_checkpoint
 from uniav.engine.distributed import (DistributedContext, barrier, broadcast_object,
                                       init_distributed)
+from uniav.engine.prefetch import BatchPrefetcher, Picks, StepBatch
 from uniav.engine.sampling import BatchStream
 from uniav.engine.schedule import PlateauGate
 from uniav.engine.stepper import StepResult, TrainingStep
@@ -137,6 +138,8 @@ class Trainer:
             warmup_steps=train_cfg.warmup_epochs * self.iterations_per_epoch,
             total_steps=self.total_iterations, network=self.network,
             autocast_dtype=self._autocast_dtype(), world_size=world)
+        self.batches = BatchPrefetcher(self.streams, self._prepare_batch, device=self.device,
+                                       enabled=train_cfg.prefetch)
         gate_cfg = train_cfg.plateau_gate
         self.gates = {task: PlateauGate(gate_cfg.patience, gate_cfg.threshold,
                                         gate_cfg.continue_threshold, gate_cfg.cooldown)
@@ -258,15 +261,25 @@ class Trainer:
             return True
         return self.iteration % gate_cfg.iteration_gap == 0
 
+    def _prepare_batch(self, task: str, picks: Picks) -> StepBatch:
+        """A training batch on the CPU: items (crops), padding, targets (a pure function of the
+        picks; runs on the prefetch thread)."""
+        dataset = self.data[task].train
+        items = [dataset.get(index, rng) for index, rng in picks]
+        length = self.experiment.specs[task].data.max_seq_len
+        batch = collate(items, length)
+        targets = self.model.targets(length, batch.segments, batch.labels, task, "cpu")
+        return StepBatch(visual=batch.visual, audio=batch.audio, mask=batch.mask,
+                         segments=batch.segments, labels=batch.labels, targets=targets,
+                         video_ids=[video.video_id for video in batch.videos])
+
     def _task_step(self, task: str) -> StepResult | None:
         """The next batch of ``task`` through one optimizer step (None: gated this iteration)."""
         if not self._runs_task(task):
             return None
-        dataset = self.data[task].train
-        items = [dataset.get(index, rng) for index, rng in self.streams[task].next()]
-        batch = collate(items, self.experiment.specs[task].data.max_seq_len).to(self.device)
+        batch = self.batches.next(task)
         result = self.step.task_step(task, batch.visual, batch.audio, batch.mask,
-                                     batch.segments, batch.labels)
+                                     batch.segments, batch.labels, targets=batch.targets)
         if not all(math.isfinite(v) for v in result.losses.values()):
             raise FloatingPointError(f"task {task!r}: non-finite loss {result.losses} at "
                                      f"iteration {self.iteration}")
@@ -369,7 +382,6 @@ class Trainer:
         if self.context.is_main:  # what a killed save left (.iter_*.pt.XXXXXXXX.tmp, ...)
             remove_stale_temporaries(self.work_dir)
         self.resume()
-        train_cfg = self.experiment.train
         self.tracker.log_params({"experiment": self.experiment.to_dict(),
                                  "protocol": self.config.protocol,
                                  "iterations_per_epoch": self.iterations_per_epoch,
@@ -379,11 +391,20 @@ class Trainer:
                    desc=f"train {self.experiment.name}",
                    disable=not (self.progress and self.context.is_main), mininterval=2.0)
         self.network.train()
+        self.batches.start()
+        try:
+            return self._loop(bar, stop_after_iterations)
+        finally:
+            self.batches.close()
+
+    def _loop(self, bar: Any, stop_after_iterations: int | None) -> TrainResult:
+        train_cfg = self.experiment.train
         started = time.perf_counter() - self.elapsed
         while self.iteration < self.total_iterations:
             if self.iteration % self.iterations_per_epoch == 0 and train_cfg.sampler == "released":
                 for stream in self.streams.values():
                     stream.restart()
+                self.batches.refresh()
             lr = self.step.lr
             results = self.step.iteration(self.experiment.tasks, self._task_step)
             step_metrics = {"train/lr": lr}

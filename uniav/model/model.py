@@ -191,10 +191,14 @@ class UniAV(nn.Module):
                               padded_labels, valid, head.num_classes, head.class_aware)
 
     def loss(self, output: ModelOutput, segments: list[torch.Tensor], labels: list[torch.Tensor],
-             task: str, *, count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+             task: str, *, count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             targets: tuple[torch.Tensor, torch.Tensor] | None = None
              ) -> dict[str, torch.Tensor]:
         """Training losses of one batch; updates the task's loss normaliser (moving average of
         the number of positive points, momentum from the config) when the model is training.
+
+        :meth:`loss_terms` (fixed shapes, no host synchronisation) then
+        :meth:`normalized_losses`.
 
         Args:
             output: the forward output.
@@ -205,39 +209,85 @@ class UniAV(nn.Module):
                 normaliser counts the positive points of the global batch (the caller then
                 scales the loss by the number of processes, which the gradient averaging
                 divides back out); None for one process.
+            targets: ``(cls_targets, reg_targets)`` of :meth:`targets` when the caller has
+                them already (``segments`` and ``labels`` are then not read).
+
+        Returns:
+            ``{"cls_loss", "reg_loss", "final_loss"}`` scalars.
+        """
+        device = output.cls_logits[0].device
+        if targets is None:
+            targets = self.targets(output.masks[0].shape[1], segments, labels, task, device)
+        cls_sum, reg_sum, num_positive = self.loss_terms(output, *targets, task)
+        return self.normalized_losses(cls_sum, reg_sum, num_positive, task,
+                                      count_reducer=count_reducer)
+
+    def loss_terms(self, output: ModelOutput, cls_targets: torch.Tensor, reg_targets: torch.Tensor,
+                   task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The un-normalised losses of a batch: masked sums over every point of every level.
+
+        Every shape here is fixed by the batch's (B, T) and the task - no boolean indexing, no
+        ``.item()`` - so the computation can be captured (``torch.compile``, CUDA graphs).  The
+        math is the released loss: the focal loss summed over the valid points, the centre-DIoU
+        loss summed over the positive points (for class-aware tasks: over the positive points'
+        classes with a target), each a masked sum instead of a sum over gathered rows.
+
+        Args:
+            output: the forward output.
+            cls_targets: (B, P, K) from :meth:`targets`.
+            reg_targets: (B, P, 2), or (B, P, K, 2) for class-aware tasks.
+            task: task name.
+
+        Returns:
+            ``(focal loss sum, DIoU loss sum, number of positive points)``: float32, float32
+            and int64 scalars.
+        """
+        cfg = self.spec.model
+        head = self.spec.tasks[task]
+        valid = torch.cat(output.masks, dim=1)                                # (B, P)
+        positive = (cls_targets.sum(-1) > 0) & valid                          # (B, P)
+        logits = torch.cat(output.cls_logits, dim=1)                          # (B, P, K)
+        smoothing = head.label_smoothing
+        soft_targets = cls_targets * (1 - smoothing) + smoothing / (head.num_classes + 1)
+        focal = sigmoid_focal_loss(logits, soft_targets, alpha=cfg.focal_alpha,
+                                   gamma=cfg.focal_gamma, reduction="none")   # (B, P, K)
+        cls_sum = torch.where(valid[..., None], focal, 0.0).sum()
+        predicted = torch.cat(output.offsets, dim=1)                          # (B, P, [K,] 2)
+        if head.class_aware:
+            # the classes of a positive point that have a regression target: (B, P, K)
+            regressed = positive[..., None] & (reg_targets > 0).any(-1)
+        else:
+            regressed = positive
+        diou = centre_diou_loss(predicted, reg_targets, reduction="none")    # (B, P[, K])
+        reg_sum = torch.where(regressed, diou, 0.0).sum()
+        return cls_sum, reg_sum, positive.sum()
+
+    def normalized_losses(self, cls_sum: torch.Tensor, reg_sum: torch.Tensor,
+                          num_positive: torch.Tensor, task: str, *,
+                          count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> dict[str, torch.Tensor]:
+        """Divide the sums of :meth:`loss_terms` by the task's loss normaliser, updated first
+        (when training) towards ``max(positive points, 1)`` - tensor arithmetic in float64,
+        the released update to the last bit, without a host synchronisation.
+
+        Args:
+            cls_sum, reg_sum, num_positive: from :meth:`loss_terms`.
+            task: task name.
+            count_reducer: see :meth:`loss`.
 
         Returns:
             ``{"cls_loss", "reg_loss", "final_loss"}`` scalars.
         """
         cfg = self.spec.model
-        head = self.spec.tasks[task]
-        device = output.cls_logits[0].device
-        length = output.masks[0].shape[1]
-        cls_targets, reg_targets = self.targets(length, segments, labels, task, device)
-        valid = torch.cat(output.masks, dim=1)                                # (B, P)
-        positive = (cls_targets.sum(-1) > 0) & valid                          # (B, P)
-        num_positive = int(positive.sum().item())
         normalizer = self.loss_normalizers[task]
         if self.training:
             momentum = cfg.loss_norm_momentum
-            batch_positive = num_positive
-            if count_reducer is not None:
-                batch_positive = int(count_reducer(positive.sum()).item())
-            normalizer.mul_(momentum).add_((1 - momentum) * max(batch_positive, 1))
-        logits = torch.cat(output.cls_logits, dim=1)[valid]                   # (#valid, K)
-        smoothing = head.label_smoothing
-        soft_targets = cls_targets[valid] * (1 - smoothing) + smoothing / (head.num_classes + 1)
-        cls_loss = sigmoid_focal_loss(logits, soft_targets, alpha=cfg.focal_alpha,
-                                      gamma=cfg.focal_gamma) / normalizer.float()
-        predicted = torch.cat(output.offsets, dim=1)[positive]               # (#pos, 2 | K, 2)
-        target = reg_targets[positive]
-        if head.class_aware:
-            regressed = (target > 0).any(-1)                                  # (#pos, K)
-            predicted, target = predicted[regressed], target[regressed]
-        if num_positive == 0:
-            reg_loss = 0.0 * predicted.sum()
-        else:
-            reg_loss = centre_diou_loss(predicted, target) / normalizer.float()
+            count = num_positive if count_reducer is None else count_reducer(num_positive)
+            count = count.to(normalizer.dtype).clamp(min=1)
+            normalizer.mul_(momentum).add_(count * (1 - momentum))
+        scale = normalizer.float()
+        cls_loss = cls_sum / scale
+        reg_loss = reg_sum / scale
         return {"cls_loss": cls_loss, "reg_loss": reg_loss,
                 "final_loss": cls_loss + cfg.reg_loss_weight * reg_loss}
 

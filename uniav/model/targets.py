@@ -65,20 +65,30 @@ def pad_instances(segments: list[torch.Tensor], labels: list[torch.Tensor],
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack per-video instances into padded tensors.
 
+    The padding is built on the CPU and moved to ``device`` in one copy per tensor (no
+    per-video transfers).
+
+    Args:
+        segments, labels: per video (N_i, 2) and (N_i,).
+        device: where the padded tensors go.
+
     Returns:
-        segments (B, N, 2), labels (B, N) and a validity mask (B, N), N = max instances.
+        segments (B, N, 2) float32, labels (B, N) int64 and a validity mask (B, N),
+        N = the most instances of a video (at least 1).
     """
     batch = len(segments)
     max_instances = max([len(s) for s in segments] + [1])
-    padded_segments = torch.zeros(batch, max_instances, 2, device=device)
-    padded_labels = torch.zeros(batch, max_instances, dtype=torch.long, device=device)
-    valid = torch.zeros(batch, max_instances, dtype=torch.bool, device=device)
+    padded_segments = torch.zeros(batch, max_instances, 2)
+    padded_labels = torch.zeros(batch, max_instances, dtype=torch.long)
+    valid = torch.zeros(batch, max_instances, dtype=torch.bool)
     for i, (video_segments, video_labels) in enumerate(zip(segments, labels)):
         count = len(video_segments)
-        padded_segments[i, :count] = video_segments.to(device, torch.float32)
-        padded_labels[i, :count] = video_labels.to(device)
+        padded_segments[i, :count] = video_segments.detach().to("cpu", torch.float32)
+        padded_labels[i, :count] = video_labels.detach().to("cpu")
         valid[i, :count] = True
-    return padded_segments, padded_labels, valid
+    if torch.device(device).type == "cpu":
+        return padded_segments, padded_labels, valid
+    return (padded_segments.to(device), padded_labels.to(device), valid.to(device))
 
 
 def assign_targets(points: PyramidPoints, segments: torch.Tensor, labels: torch.Tensor,

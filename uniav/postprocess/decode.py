@@ -3,8 +3,14 @@
 :func:`decode_video` reproduces the released UniAV ``inference_single_video`` step by step;
 :func:`postprocess_video` chains it with :func:`~uniav.postprocess.nms.batched_nms` and the
 grid-to-seconds conversion (:meth:`uniav.grid.TimeGrid.to_seconds`), as the released
-``postprocessing`` does.  Pure torch on the CPU; no
-model import.
+``postprocessing`` does.  :func:`decode_batch` / :func:`postprocess_batch` do the same for a
+whole batch at once: decoding runs where the outputs are (one pass per level for all videos,
+one copy to the host at the end instead of a host synchronisation per video and level); NMS -
+a sequential greedy loop of at most ``max_segments`` picks per video - runs on the CPU.  Same
+results as the per-video functions, to the bit on CUDA; on the CPU torch's vectorised
+sigmoid and its scalar path for a tensor's tail can differ in the last bit, so a batch's
+probabilities can differ from a video's by one ulp there (inference decodes per video on the
+CPU).  No model import.
 
 Grid convention (``docs/architecture.md``): feature step ``x`` covers frames
 ``[x * stride, x * stride + window)``, so its time is ``(x * stride + 0.5 * window) / fps``.
@@ -91,6 +97,89 @@ def decode_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Ten
     return torch.cat(all_segments), torch.cat(all_scores), torch.cat(all_labels)
 
 
+def decode_batch(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+                 masks: Sequence[torch.Tensor], level_strides: Sequence[int], *,
+                 pre_nms_threshold: float = 0.001, pre_nms_topk: int = 2000,
+                 duration_threshold: float = 0.05
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`decode_video` of every video of a batch at once: the same candidates in the same
+    order, to the bit where the probabilities are (always on CUDA; see module docs for the CPU).
+
+    Per level, the candidates of all videos are found together (one ``nonzero``), ranked by two
+    stable sorts (by probability, descending, then by video - so within a video the order is
+    :func:`decode_video`'s: descending probability, ties by flat index) and capped at
+    ``pre_nms_topk`` per video by their rank within the video.  Only candidates are sorted;
+    everything is copied to the host once, at the end.
+
+    Args:
+        cls_logits: per level, (B, T_l, K) logits.
+        offsets: per level, (B, T_l, 2) or (B, T_l, K, 2).
+        masks: per level, (B, T_l) validity.
+        level_strides, pre_nms_threshold, pre_nms_topk, duration_threshold: as
+            :func:`decode_video`.
+
+    Returns:
+        Per video ``(segments (N, 2), scores (N,), labels (N,))`` on the CPU, as
+        :func:`decode_video` returns them.
+    """
+    if not (len(cls_logits) == len(offsets) == len(masks) == len(level_strides)):
+        raise ValueError(f"need one logits/offsets/mask/stride per level, got {len(cls_logits)}, "
+                         f"{len(offsets)}, {len(masks)}, {len(level_strides)}")
+    if not cls_logits:
+        raise ValueError("decode_batch: no levels")
+    batch = cls_logits[0].shape[0]
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for level, (logits, level_offsets, mask, stride) in enumerate(
+            zip(cls_logits, offsets, masks, level_strides)):
+        if logits.dim() != 3 or logits.shape[0] != batch:
+            raise ValueError(f"level {level}: cls_logits must be ({batch}, T, K), got "
+                             f"{tuple(logits.shape)}")
+        _, num_points, num_classes = logits.shape
+        if level_offsets.shape not in ((batch, num_points, 2),
+                                       (batch, num_points, num_classes, 2)):
+            raise ValueError(f"level {level}: offsets must be ({batch}, {num_points}, 2) or "
+                             f"({batch}, {num_points}, {num_classes}, 2), got "
+                             f"{tuple(level_offsets.shape)}")
+        if mask.shape != (batch, num_points):
+            raise ValueError(f"level {level}: mask must be ({batch}, {num_points}), got "
+                             f"{tuple(mask.shape)}")
+        logits = logits.float()
+        level_offsets = level_offsets.float()
+        probs = torch.sigmoid(logits) * mask.to(logits.dtype).unsqueeze(-1)   # (B, T, K)
+        flat_probs = probs.reshape(batch, num_points * num_classes)          # index t*K + k
+        video, flat_index = torch.nonzero(flat_probs > pre_nms_threshold, as_tuple=True)
+        values = flat_probs[video, flat_index]
+        # nonzero lists (video, index) in row-major order; two stable sorts give, per video,
+        # descending probability with ties in index order
+        order = torch.sort(values, descending=True, stable=True).indices
+        order = order[torch.sort(video[order], stable=True).indices]
+        video, flat_index, values = video[order], flat_index[order], values[order]
+        if pre_nms_topk > 0:
+            counts = torch.bincount(video, minlength=batch)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(len(video), device=video.device) - starts[video]
+            top = rank < pre_nms_topk
+            video, flat_index, values = video[top], flat_index[top], values[top]
+        point_index = torch.div(flat_index, num_classes, rounding_mode="floor")
+        class_index = torch.remainder(flat_index, num_classes)
+        if level_offsets.dim() == 4:   # (B, T, K, 2) -> (B, T*K, 2)
+            picked = level_offsets.reshape(batch, -1, 2)[video, flat_index]
+        else:
+            picked = level_offsets[video, point_index]
+        point_time = point_index.to(torch.float32) * stride
+        left = point_time - picked[:, 0] * stride
+        right = point_time + picked[:, 1] * stride
+        keep = (right - left) > duration_threshold
+        parts.append((video[keep], torch.stack((left, right), dim=-1)[keep], values[keep],
+                      class_index[keep].to(torch.int64)))
+    # levels one after the other, then grouped by video (stable: level order kept within a video)
+    video, segments, scores, labels = (torch.cat(column) for column in zip(*parts))
+    order = torch.sort(video, stable=True).indices
+    video, segments, scores, labels = (t[order].cpu() for t in (video, segments, scores, labels))
+    sizes = torch.bincount(video, minlength=batch).tolist()
+    return list(zip(segments.split(sizes), scores.split(sizes), labels.split(sizes)))
+
+
 def _check_level(level: int, logits: torch.Tensor, offsets: torch.Tensor,
                  mask: torch.Tensor) -> tuple[int, int]:
     if logits.dim() != 2:
@@ -132,6 +221,17 @@ def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torc
     segments, scores, labels = decode_video(
         cls_logits, offsets, masks, level_strides, pre_nms_threshold=pre_nms_threshold,
         pre_nms_topk=pre_nms_topk, duration_threshold=duration_threshold)
+    return _nms_and_seconds(segments, scores, labels, grid=grid, duration=duration,
+                            nms_method=nms_method, iou_threshold=iou_threshold, sigma=sigma,
+                            min_score=min_score, max_segments=max_segments,
+                            multiclass=multiclass, voting_threshold=voting_threshold)
+
+
+def _nms_and_seconds(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, *,
+                     grid: TimeGrid, duration: float, nms_method: NMSMethod,
+                     iou_threshold: float, sigma: float, min_score: float, max_segments: int,
+                     multiclass: bool, voting_threshold: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     segments, scores, labels = batched_nms(
         segments.cpu(), scores.cpu(), labels.cpu(), method=nms_method,
         iou_threshold=iou_threshold, sigma=sigma, min_score=min_score,
@@ -139,3 +239,36 @@ def postprocess_video(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torc
     seconds = grid.to_seconds(segments, duration)
     inside = seconds[:, 1] > seconds[:, 0]
     return seconds[inside], scores[inside], labels[inside]
+
+
+def postprocess_batch(cls_logits: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+                      masks: Sequence[torch.Tensor], level_strides: Sequence[int], *,
+                      grids: Sequence[TimeGrid], durations: Sequence[float],
+                      pre_nms_threshold: float = 0.001, pre_nms_topk: int = 2000,
+                      duration_threshold: float = 0.05, nms_method: NMSMethod = "soft",
+                      iou_threshold: float = 0.7, sigma: float = 0.5, min_score: float = 0.001,
+                      max_segments: int = 100, multiclass: bool = True,
+                      voting_threshold: float = 0.0
+                      ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`postprocess_video` of every video of a batch: :func:`decode_batch` where the
+    outputs are, then NMS and seconds per video on the CPU (the same results).
+
+    Args:
+        cls_logits, offsets, masks: per level (B, ...) as for :func:`decode_batch`.
+        grids, durations: per video its grid and length in seconds.
+        the rest: as :func:`postprocess_video`.
+
+    Returns:
+        Per video ``(segments (N, 2) seconds, scores (N,), labels (N,))``.
+    """
+    decoded = decode_batch(cls_logits, offsets, masks, level_strides,
+                           pre_nms_threshold=pre_nms_threshold, pre_nms_topk=pre_nms_topk,
+                           duration_threshold=duration_threshold)
+    if not len(decoded) == len(grids) == len(durations):
+        raise ValueError(f"{len(decoded)} videos in the outputs, {len(grids)} grids and "
+                         f"{len(durations)} durations")
+    return [_nms_and_seconds(segments, scores, labels, grid=grid, duration=duration,
+                             nms_method=nms_method, iou_threshold=iou_threshold, sigma=sigma,
+                             min_score=min_score, max_segments=max_segments,
+                             multiclass=multiclass, voting_threshold=voting_threshold)
+            for (segments, scores, labels), grid, duration in zip(decoded, grids, durations)]
