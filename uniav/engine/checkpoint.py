@@ -144,3 +144,37 @@ def load_exported_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
                              field=f"metadata.{key}") from None
     check_finite(tensors, file=path, prefix="")
     return tensors, metadata
+
+
+def weights_metadata(trainer: Any) -> dict[str, Any]:
+    """Metadata stored beside a trainer's exported weights: what evaluation and ``uniav
+    predict`` need to rebuild the model and to turn a new video into its inputs.
+
+    Args:
+        trainer: the :class:`~uniav.engine.trainer.Trainer` (its data, experiment, config,
+            model spec, selection state and tracker).
+    """
+    from uniav.config import to_plain
+
+    experiment, config = trainer.experiment, trainer.config
+    features = {task: data.train.store.meta for task, data in trainer.data.items()}
+    optional: dict[str, Any] = {}
+    if experiment.held_out_classes:
+        optional["held_out_classes"] = {t: list(c) for t, c
+                                        in experiment.held_out_classes.items()}
+    if trainer.init_weights is not None:
+        optional["init_from"] = trainer.init_weights.record()
+    prompts = {"source": config.prompts.source}
+    if config.prompts.source == "sentence-transformer":
+        prompts["model"] = config.prompts.model
+    return {"format": "uniav-weights-v1", "experiment": experiment.name,
+            "protocol": config.protocol, "model_spec": trainer.spec.to_dict(),
+            "classes": {t: d.train.classes for t, d in trainer.data.items()},
+            "tasks": {t: {"data": to_plain(s.data), "task": to_plain(s.task)}
+                      for t, s in experiment.specs.items()},
+            "features": features, "features_config": to_plain(config.features),
+            "eval": to_plain(config.eval), "data_report": trainer.data_report,
+            "config_hash": trainer.config_hash, "best_epoch": trainer.best_epoch,
+            "exported_weights": experiment.train.exported_weights,
+            "best_validation_mAP": trainer.best_metric, "mlflow_run_id": trainer.tracker.run_id,
+            "prompts": prompts, **optional}

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from uniav.config import Config, config_hash, to_plain
+from uniav.config import Config, config_hash
 from uniav.data.batching import collate
-from uniav.engine.checkpoint import export_weights, load_latest_checkpoint, save_training_checkpoint
+from uniav.engine.checkpoint import (export_weights, load_latest_checkpoint,
+                                     save_training_checkpoint, weights_metadata)
 from uniav.engine.distributed import (DistributedContext, barrier, broadcast_object,
                                       init_distributed)
 from uniav.engine.prefetch import BatchPrefetcher, Picks, StepBatch
@@ -344,30 +345,9 @@ class Trainer:
                            self.export_metadata())
 
     def export_metadata(self) -> dict[str, Any]:
-        """Metadata stored beside the exported weights: what evaluation and ``uniav predict``
-        need to rebuild the model and to turn a new video into its inputs."""
-        features = {task: data.train.store.meta for task, data in self.data.items()}
-        optional: dict[str, Any] = {}
-        if self.experiment.held_out_classes:
-            optional["held_out_classes"] = {t: list(c) for t, c
-                                            in self.experiment.held_out_classes.items()}
-        if self.init_weights is not None:
-            optional["init_from"] = self.init_weights.record()
-        prompts_cfg = self.config.prompts
-        prompts = {"source": prompts_cfg.source}
-        if prompts_cfg.source == "sentence-transformer":
-            prompts["model"] = prompts_cfg.model
-        return {"format": "uniav-weights-v1", "experiment": self.experiment.name,
-                "protocol": self.config.protocol, "model_spec": self.spec.to_dict(),
-                "classes": {t: d.train.classes for t, d in self.data.items()},
-                "tasks": {t: {"data": to_plain(s.data), "task": to_plain(s.task)}
-                          for t, s in self.experiment.specs.items()},
-                "features": features, "features_config": to_plain(self.config.features),
-                "eval": to_plain(self.config.eval), "data_report": self.data_report,
-                "config_hash": self.config_hash, "best_epoch": self.best_epoch,
-                "exported_weights": self.experiment.train.exported_weights,
-                "best_validation_mAP": self.best_metric, "mlflow_run_id": self.tracker.run_id,
-                "prompts": prompts, **optional}
+        """Metadata stored beside the exported weights (:func:`uniav.engine.checkpoint.
+        weights_metadata`)."""
+        return weights_metadata(self)
 
     # ---- the loop --------------------------------------------------------------------------
 
