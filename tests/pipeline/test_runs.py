@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.pipeline.test_jobs import SHIPPED
 from uniav.config import ConfigError, load_config, run_name
 from uniav.pipeline.jobs import JobPlan
 
@@ -76,10 +77,11 @@ def test_default_plan_is_unchanged_by_seeds_listing_the_primary_seed():
         assert seeded.experiment_inputs(name) == plain.experiment_inputs(name)
         assert seeded.evaluation_inputs(name) == plain.evaluation_inputs(name)
         assert seeded.run_arguments(name) == f"--experiment {name} --set seed=2024"
-    # the hashes recorded in test_jobs.SHIPPED, computed before seeds existed
-    assert plain.checkpoint_dir("uniav") == "work/checkpoints/uniav/5fb77d7fda00"
+    # the hashes recorded in test_jobs.SHIPPED (the evaluation's computed before seeds existed)
+    train_hash, _, evaluate_hash = SHIPPED["uniav"]
+    assert seeded.checkpoint_dir("uniav") == f"work/checkpoints/uniav/{train_hash}"
     evaluate = seeded.settings("evaluate", experiment="uniav")
-    assert hashlib.sha256(evaluate.encode()).hexdigest()[:16] == "04da02700998ad05"
+    assert hashlib.sha256(evaluate.encode()).hexdigest()[:16] == evaluate_hash
     for job in ("tables", "figures"):
         assert _plan("seeds=[2024]").settings(job) == plain.settings(job)
     assert plain.metrics_files() == [f"results/metrics/experiments/{e}.json"
