@@ -28,10 +28,10 @@ from typing import Any, Iterator
 
 from uniav.fileio import atomic_write_json, load_json_file, parse_json_text, read_json_object
 from uniav.tracking.outputs import MODEL_ID_TAG, log_figures, log_weights_model
-from uniav.tracking.signals import is_interruption, signals_raise
 from uniav.tracking.source import source_tags
 from uniav.tracking.store import client_for, init_store, resolve_tracking_uri, retry
-from uniav.tracking.tracker import MlflowTracker, NullTracker, Tracker, closing_run
+from uniav.tracking.tracker import (MlflowTracker, NullTracker, Tracker, closing_run,
+                                    recording_status)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +81,13 @@ def _yaml_text(data: Any) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _open_store(config: Any) -> tuple[str, str, Any]:
+    """The configuration's tracking URI, its experiment's id (store and experiment created or
+    migrated first, under the store lock) and a client."""
+    uri = resolve_tracking_uri(config.tracking.uri)
+    return uri, init_store(uri, config.tracking.experiment_name), client_for(uri)
 
 
 class _Delegate:
@@ -155,9 +162,7 @@ class TrainingRun(_Delegate):
             yield self
             return
         config, name = self.config, self.experiment
-        uri = resolve_tracking_uri(config.tracking.uri)
-        experiment_id = init_store(uri, config.tracking.experiment_name)
-        client = client_for(uri)
+        uri, experiment_id, client = _open_store(config)
         tags = {**run_tags(config, name, "uniav train"), "config_hash": trainer.config_hash,
                 EVALUATION_HASH_TAG: evaluation_settings_hash(config, name)}
         run_id = self._previous_run(client, experiment_id, trainer.config_hash)
@@ -273,9 +278,7 @@ class EvaluationRun(_Delegate):
             yield self
             return
         config, name = self.config, self.experiment
-        uri = resolve_tracking_uri(config.tracking.uri)
-        experiment_id = init_store(uri, config.tracking.experiment_name)
-        client = client_for(uri)
+        _, experiment_id, client = _open_store(config)
         metadata = weights_metadata(self.weights)
         parent = self._training_run(client, experiment_id, metadata)
         settings_hash = evaluation_settings_hash(config, name)
@@ -315,22 +318,9 @@ class EvaluationRun(_Delegate):
         """Evaluate inside the training's run, which stays as training left it (FINISHED);
         the tag ``evaluation.status`` says how the evaluation went."""
         tracker.set_tags({**tags, "evaluation.status": "RUNNING"})
-        status = "FAILED"
-        try:
-            with signals_raise():
-                try:
-                    yield
-                    status = "FINISHED"
-                except BaseException as exc:
-                    status = "KILLED" if is_interruption(exc) else "FAILED"
-                    raise
-                finally:
-                    try:
-                        tracker.flush()
-                    finally:
-                        tracker.set_tags({"evaluation.status": status})
-        finally:
-            LOGGER.info("MLflow: evaluation in run %s: %s", tracker.run_id, status)
+        with recording_status(tracker, lambda status: tracker.set_tags(
+                {"evaluation.status": status}), "MLflow: evaluation in run"):
+            yield
 
     def log_result(self, summary: dict[str, Any], *, predictions_dir: str | Path) -> None:
         """The mean test mAP over the tasks, the full data report (training and test splits)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from uniav.fileio import exclusive_lock
+
 LOGGER = logging.getLogger(__name__)
 
 #: Experiment tag of MLflow 3 that says what kind of work an experiment holds; the UI uses it
@@ -85,19 +87,10 @@ def store_lock_path(uri: str) -> Path:
 def store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive inter-process lock (``flock``) for the store at ``uri``; the kernel
     releases it when the process ends, so a killed job never leaves it held."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX platforms: no inter-process lock
-        yield
-        return
     path = store_lock_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with exclusive_lock(path):
+        yield
 
 
 def client_for(uri: str) -> Any:

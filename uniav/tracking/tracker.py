@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from uniav.tracking.signals import is_interruption, signals_raise
 from uniav.tracking.store import client_for, init_store, resolve_tracking_uri, retry
@@ -161,14 +161,22 @@ class MlflowTracker:
 
 
 @contextlib.contextmanager
-def closing_run(tracker: MlflowTracker) -> Iterator[MlflowTracker]:
-    """Close ``tracker``'s run when the block ends: FINISHED, KILLED (SIGTERM, SIGHUP, Ctrl-C:
-    see :mod:`uniav.tracking.signals`, active in the block) or FAILED (an exception)."""
+def recording_status(tracker: MlflowTracker, record: Callable[[str], None],
+                     what: str) -> Iterator[None]:
+    """Run the block with SIGTERM/SIGHUP raising (:mod:`uniav.tracking.signals`), then flush
+    ``tracker`` and ``record`` how it ended: FINISHED, KILLED (SIGTERM, SIGHUP, Ctrl-C) or
+    FAILED (an exception), also when the flush fails.
+
+    Args:
+        tracker: the run's tracker.
+        record: stores the status (closes the run, or sets a tag).
+        what: the start of the log line naming the run (``"MLflow run"``).
+    """
     status = "FAILED"
     try:
         with signals_raise():
             try:
-                yield tracker
+                yield
                 status = "FINISHED"
             except BaseException as exc:
                 status = "KILLED" if is_interruption(exc) else "FAILED"
@@ -177,10 +185,20 @@ def closing_run(tracker: MlflowTracker) -> Iterator[MlflowTracker]:
                 try:
                     tracker.flush()
                 finally:
-                    retry(lambda: tracker.client.set_terminated(tracker.run_id, status),
-                          "end run")
+                    record(status)
     finally:
-        LOGGER.info("MLflow run %s: %s", tracker.run_id, status)
+        LOGGER.info("%s %s: %s", what, tracker.run_id, status)
+
+
+@contextlib.contextmanager
+def closing_run(tracker: MlflowTracker) -> Iterator[MlflowTracker]:
+    """Close ``tracker``'s run when the block ends: FINISHED, KILLED (SIGTERM, SIGHUP, Ctrl-C:
+    see :mod:`uniav.tracking.signals`, active in the block) or FAILED (an exception)."""
+    def terminate(status: str) -> None:
+        retry(lambda: tracker.client.set_terminated(tracker.run_id, status), "end run")
+
+    with recording_status(tracker, terminate, "MLflow run"):
+        yield tracker
 
 
 @contextlib.contextmanager
