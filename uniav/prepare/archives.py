@@ -236,6 +236,18 @@ def _member_parts(name: str, archive: Path, is_dir: bool) -> tuple[str, ...]:
     return parts
 
 
+def _accepted_member(name: str, unsafe_kind: str | None, is_dir: bool, size: int,
+                     archive: Path) -> ArchiveMember:
+    """The summary of a member of a tar or zip archive, or the error naming why it is refused
+    (``unsafe_kind``: links, devices, ...; then its name, via :func:`_member_parts`)."""
+    if unsafe_kind is not None:
+        raise InputError(f"unsafe archive member rejected before extraction: {unsafe_kind}; "
+                         "only regular files and directories are allowed", file=archive,
+                         field=name)
+    return ArchiveMember(name, _member_parts(name, archive, is_dir), is_dir,
+                         0 if is_dir else size)
+
+
 def _validated_tar_members(handle: tarfile.TarFile, archive: Path
                            ) -> list[tuple[tarfile.TarInfo, ArchiveMember]]:
     members = []
@@ -252,13 +264,8 @@ def _validated_tar_members(handle: tarfile.TarFile, archive: Path
             kind = None
         else:
             kind = f"unsupported member type {info.type!r}"
-        if kind is not None:
-            raise InputError(f"unsafe archive member rejected before extraction: {kind}; only "
-                             "regular files and directories are allowed", file=archive,
-                             field=info.name)
-        parts = _member_parts(info.name, archive, info.isdir())
-        members.append((info, ArchiveMember(info.name, parts, info.isdir(),
-                                            0 if info.isdir() else info.size)))
+        members.append((info, _accepted_member(info.name, kind, info.isdir(), info.size,
+                                               archive)))
     _check_no_conflicts([summary for _, summary in members], archive)
     return members
 
@@ -277,13 +284,8 @@ def _validated_zip_members(handle: zipfile.ZipFile, archive: Path
             kind = "encrypted member"
         else:
             kind = None
-        if kind is not None:
-            raise InputError(f"unsafe archive member rejected before extraction: {kind}; only "
-                             "regular files and directories are allowed", file=archive,
-                             field=info.filename)
-        parts = _member_parts(info.filename, archive, info.is_dir())
-        members.append((info, ArchiveMember(info.filename, parts, info.is_dir(),
-                                            0 if info.is_dir() else info.file_size)))
+        members.append((info, _accepted_member(info.filename, kind, info.is_dir(),
+                                               info.file_size, archive)))
     _check_no_conflicts([summary for _, summary in members], archive)
     return members
 
