@@ -108,9 +108,11 @@ def exec_in_gpu_slot(command: list[str], lock_dir: str | Path = DEFAULT_LOCK_DIR
     if not command:
         raise ValueError("no command given")
     env = dict(os.environ)
-    if "CUDA_VISIBLE_DEVICES" not in env and count == 0:
+    if "CUDA_VISIBLE_DEVICES" in env:  # the scheduler chose
+        pass
+    elif count == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    elif "CUDA_VISIBLE_DEVICES" not in env:
+    else:
         available = count_gpus() if gpus is None else gpus
         if available > 0:
             held = acquire_gpus(available, lock_dir, count)
