@@ -47,7 +47,8 @@ def main() -> int:
                           "--output-dir", str(root / "out"), "--work-dir", str(root / "work"),
                           "--prompts-dir", str(root / "prompts"), "--no-progress", "--no-tracking"]
     start = time.perf_counter()
-    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))})
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         print(json.dumps({"ok": False, "returncode": result.returncode}))

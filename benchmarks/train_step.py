@@ -1,16 +1,19 @@
 """Training-step benchmark: paper preset, one optimizer step as the engine runs it.
 
-For each variant - eager or compiled (``train.compile``) x fp32 or bf16 autocast - one full
-training step of :class:`~uniav.engine.stepper.TrainingStep` (forward, losses, backward,
-gradient clipping, AdamW step, EMA update, the step's read-back of its losses) on ``--batch``
-videos of the task's maximum length, median of ``--repeats`` steps after ``--warmup``:
+For each variant - eager or compiled (``train.compile``) x fp32 or bf16 autocast - one
+multi-task iteration as the engine runs it: for each of ``--tasks`` in order, one full training
+step of :class:`~uniav.engine.stepper.TrainingStep` (forward, losses, backward, gradient
+clipping, AdamW step, EMA update, the step's read-back of its losses) on ``--batch`` videos of
+the task's maximum length, then the scheduler step; median of ``--repeats`` iterations after
+``--warmup``:
 
-* ``step_s``: seconds per iteration; ``videos_per_s``: batch / step_s;
-* ``tflops``: estimated throughput, the FLOPs of one forward + backward (counted once with
-  ``torch.utils.flop_counter.FlopCounterMode``, the same for every variant) / step_s;
-* ``mfu``: tflops / the device's peak for the variant's precision - the datasheet dense peak on
-  known GPUs (H100/H200: 989 TFLOP/s bf16, 494 TF32 for fp32 with TF32 matmuls allowed, else 67),
-  otherwise the measured matmul throughput of the device (``peak_source`` says which).
+* ``step_s``: seconds per iteration (``task_step_s``: per task, median);
+  ``videos_per_s``: batch x tasks / step_s;
+* ``tflops``: estimated throughput, the FLOPs of one forward + backward of every task (counted
+  once with ``torch.utils.flop_counter.FlopCounterMode``, the same for every variant) / step_s;
+* ``mfu``: tflops / the measured matmul throughput of the device in the variant's dtype (large
+  square matmuls, best of 6; ``peak_source``); on known GPUs ``mfu_datasheet`` is relative to the
+  datasheet dense peak as well (H100/H200: 989 TFLOP/s bf16, 67 fp32 - TF32 is off).
 
 Without CUDA it prints a "no GPU" line and measures the CPU; compiled variants are skipped there
 unless asked for (``--modes eager,compiled``), as ``train.compile: auto`` trains eagerly on the
@@ -18,12 +21,14 @@ CPU.  The last output line is one JSON object (``--json``: the only output).  Us
 
     .venv/bin/python benchmarks/train_step.py --quick
     python3 benchmarks/train_step.py --device cuda --batch 16 --json
+    python3 benchmarks/train_step.py --tasks tal --modes eager   # one task's step alone
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import platform
@@ -67,20 +72,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@functools.lru_cache(maxsize=None)
 def peak_tflops(device: torch.device, precision: str, quick: bool) -> tuple[float, str]:
-    """The peak the MFU is relative to, and where it comes from."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, (bf16, tf32, fp32) in GPU_PEAKS.items():
-            if key in name:
-                if precision == "bf16":
-                    return bf16, f"{key} datasheet, dense bf16"
-                if torch.backends.cuda.matmul.allow_tf32:
-                    return tf32, f"{key} datasheet, dense TF32"
-                return fp32, f"{key} datasheet, fp32"
+    """The peak the MFU is relative to: the measured matmul throughput of the device in the
+    variant's dtype (bf16, or fp32 as the engine runs it: TF32 off), measured once per run."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    size = 4096 if device.type == "cuda" else (1024 if quick else 2048)
-    return matmul_tflops(device, dtype, size), f"measured {dtype} matmul, {size}^2"
+    size = 8192 if device.type == "cuda" else (1024 if quick else 2048)
+    return matmul_tflops(device, dtype, size), f"measured {dtype} matmul, {size}^3"
+
+
+def datasheet_tflops(device: torch.device, precision: str) -> float | None:
+    """The datasheet dense peak of a known GPU for the variant's precision, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, (bf16, tf32, fp32) in GPU_PEAKS.items():
+        if key in name:
+            if precision == "bf16":
+                return bf16
+            return tf32 if torch.backends.cuda.matmul.allow_tf32 else fp32
+    return None
 
 
 def make_model(device: torch.device) -> UniAV:
@@ -111,15 +122,16 @@ def make_batch(model: UniAV, task: str, batch: int, device: torch.device):
     return visual, audio, mask, segments, labels, targets
 
 
-def training_step(model: UniAV, precision: str, task: str) -> TrainingStep:
+def training_step(model: UniAV, precision: str, tasks: list[str]) -> TrainingStep:
     optimizer = make_optimizer(model, base_lr=1e-4, weight_decay=0.05, text_proj_lr=1e-4)
     scheduler = make_scheduler(optimizer, 1, 10 ** 6)
     return TrainingStep(model, model, optimizer, scheduler, ModelEMA(model, 0.999),
-                        {task: 1.0}, clip_grad_norm=1.0,
+                        {task: 1.0 for task in tasks}, clip_grad_norm=1.0,
                         autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
 
 
 def count_gflop(model: UniAV, task: str, batch) -> float:
+    """GFLOPs of one forward + backward of ``task`` on ``batch``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     visual, audio, mask, _, _, targets = batch
@@ -134,18 +146,30 @@ def count_gflop(model: UniAV, task: str, batch) -> float:
 
 def measure(device: torch.device, mode: str, precision: str, args, gflop: float
             ) -> dict:
+    """One variant: ``--warmup`` then ``--repeats`` timed multi-task iterations."""
     model = make_model(device)
-    step = training_step(model, precision, args.task)
-    batch = make_batch(model, args.task, args.batch, device)
-    visual, audio, mask, segments, labels, targets = batch
+    step = training_step(model, precision, args.tasks)
+    batches = {task: make_batch(model, task, args.batch, device) for task in args.tasks}
+    task_times: dict[str, list[float]] = {task: [] for task in args.tasks}
+
+    def task_step(task: str, timed: bool):
+        visual, audio, mask, segments, labels, targets = batches[task]
+        start = time.perf_counter()
+        result = step.task_step(task, visual, audio, mask, segments, labels, targets=targets)
+        if timed:   # task_step reads its losses back: the device is done with the task's step
+            task_times[task].append(time.perf_counter() - start)
+        return result
+
     result = {"mode": mode, "precision": precision}
     if mode == "compiled":
         torch._dynamo.reset()
         if not step.enable_compile(required=False):
             return {**result, "skipped": f"compiling failed: {step.compile_fallback}"}
     started = time.perf_counter()
-    for _ in range(args.warmup):   # allocator, optimizer state; compiling and CUDA graph capture
-        step.task_step(args.task, visual, audio, mask, segments, labels, targets=targets)
+    for done in range(args.warmup):   # allocator, optimizer state; compiling, CUDA graph capture
+        step.iteration(args.tasks, lambda task: task_step(task, False))
+        print(f"{mode} {precision}: warm-up iteration {done + 1} done after "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     _sync(device)
     result["warmup_s"] = round(time.perf_counter() - started, 2)
     if mode == "compiled" and step.captured is None:
@@ -154,15 +178,20 @@ def measure(device: torch.device, mode: str, precision: str, args, gflop: float
     for _ in range(args.repeats):
         _sync(device)
         start = time.perf_counter()
-        step.task_step(args.task, visual, audio, mask, segments, labels, targets=targets)
-        _sync(device)   # task_step reads its losses back already; this is for the optimizer
+        step.iteration(args.tasks, lambda task: task_step(task, True))
+        _sync(device)   # for the scheduler and optimizer
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     peak, source = peak_tflops(device, precision, args.quick)
+    sheet = datasheet_tflops(device, precision)
     tflops = gflop / step_s / 1e3
-    return {**result, "step_s": round(step_s, 4), "videos_per_s": round(args.batch / step_s, 2),
+    videos = args.batch * len(args.tasks)
+    return {**result, "step_s": round(step_s, 4), "videos_per_s": round(videos / step_s, 2),
             "tflops": round(tflops, 4), "peak_tflops": round(peak, 3), "peak_source": source,
-            "mfu": round(tflops / peak, 4), "step_times_s": [round(t, 4) for t in times]}
+            **({"mfu_datasheet": round(tflops / sheet, 4)} if sheet else {}),
+            "mfu": round(tflops / peak, 4), "step_times_s": [round(t, 4) for t in times],
+            "task_step_s": {task: round(statistics.median(values), 4)
+                            for task, values in task_times.items()}}
 
 
 def main() -> int:
@@ -171,7 +200,9 @@ def main() -> int:
     parser.add_argument("--modes", default=None,
                         help="comma list of eager, compiled (default: both on CUDA, eager on CPU)")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
-    parser.add_argument("--task", default="tal", choices=list(PAPER_TASKS))
+    parser.add_argument("--tasks", default="tal,sed,avel",
+                        help="comma list of the tasks of one iteration, in order "
+                             "(default: %(default)s, one step of each)")
     parser.add_argument("--batch", type=int, default=None, help="videos per step (default 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 7)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3)")
@@ -180,6 +211,10 @@ def main() -> int:
                         help="3 timed steps after 1 warm-up step, batch 2 (unless given)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
+    args.tasks = args.tasks.split(",")
+    unknown = sorted(set(args.tasks) - set(PAPER_TASKS))
+    if unknown or not args.tasks:
+        parser.error(f"--tasks: unknown task(s) {unknown}; choose from {sorted(PAPER_TASKS)}")
     args.batch = args.batch or 2
     args.repeats = args.repeats or (3 if args.quick else 7)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
@@ -201,10 +236,11 @@ def main() -> int:
         machine = torch.cuda.get_device_name(device)
     else:
         machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    # FLOPs of one step (fp32 eager; the same computation for every variant)
+    # FLOPs of one iteration (fp32 eager; the same computation for every variant)
     model = make_model(device)
     with contextlib.redirect_stdout(io.StringIO()):
-        gflop = count_gflop(model, args.task, make_batch(model, args.task, args.batch, device))
+        gflop = sum(count_gflop(model, task, make_batch(model, task, args.batch, device))
+                    for task in args.tasks)
     del model
     results = []
     for mode in modes:
@@ -217,13 +253,14 @@ def main() -> int:
                 log(f"{mode:8s} {precision}: {entry['step_s']:.4f} s/iteration, "
                     f"{entry['videos_per_s']:.2f} videos/s, {entry['tflops']:.3f} TFLOP/s, "
                     f"MFU {100 * entry['mfu']:.2f} % of {entry['peak_tflops']:.3f} TFLOP/s "
-                    f"({entry['peak_source']})")
+                    f"({entry['peak_source']}); per task "
+                    + ", ".join(f"{task} {t:.4f} s" for task, t in entry["task_step_s"].items()))
     if device.type == "cpu" and "compiled" not in modes:
         log("compiled: not measured on the CPU (train.compile: auto trains eagerly there; "
             "--modes eager,compiled to measure it)")
     summary = {"device": str(device), "machine": machine, "cuda": has_cuda,
-               "torch": torch.__version__, "task": args.task, "batch": args.batch,
-               "repeats": args.repeats, "warmup": args.warmup, "gflop_per_step": round(gflop, 2),
+               "torch": torch.__version__, "tasks": args.tasks, "batch": args.batch,
+               "repeats": args.repeats, "warmup": args.warmup, "gflop_per_iteration": round(gflop, 2),
                "results": results}
     print(json.dumps(summary))
     return 0
