@@ -96,7 +96,9 @@ rule train_all:
 
 
 rule evaluate_all:
-    """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every run."""
+    """Phase target `evaluate` (DVC stage evaluate): metrics and predictions of every run, and
+    the cross-task scores of the `tables.cross_task` runs."""
     input:
         PLAN.metrics_files(),
         PLAN.prediction_dirs(),
+        PLAN.cross_task_files(),

@@ -98,10 +98,10 @@ def test_tensors_the_run_lacks_are_ignored(planted_root, pretrained, tmp_path, c
 
 def test_incompatible_weights_are_refused_listing_every_difference(planted_root, pretrained,
                                                                    tmp_path):
-    config = tiny_config(planted_root, **{"model.embd_dim": 32,
-                                          "experiments.uniav.model": {"task_experts": False}})
+    # naive_multi: task_experts off (uniav's own architecture is pinned by its fine-tunes)
+    config = tiny_config(planted_root, **{"model.embd_dim": 32})
     with pytest.raises(InputError) as error:
-        _trainer(config, tmp_path, "wide", init_from=pretrained["uniav"])
+        _trainer(config, tmp_path, "wide", "naive_multi", init_from=pretrained["uniav"])
     message = str(error.value)
     assert f"file {pretrained['uniav']}" in message and "field 'model_spec'" in message
     assert "model.embd_dim: weights 16, this run 32" in message

@@ -74,7 +74,7 @@ def copy_workflow(destination: Path, edit_params: Callable[[dict[str, Any]], Non
 def tiny_params(params: dict[str, Any]) -> None:
     """The test configuration: scale tiny, two three-task experiments (they become ready at
     the same moment, so on two cores their training jobs overlap), 1 + 1 epochs set at top
-    level (so the DVC test can change train.epochs), tracking on."""
+    level (so the DVC test can change train.epochs), UniAV's cross-task scores, tracking on."""
     params["scale"] = "tiny"
     tiny_train = params["scales"]["tiny"]["train"]
     tiny_train.pop("epochs", None)
@@ -88,6 +88,11 @@ def tiny_params(params: dict[str, Any]) -> None:
         {"label": "UniAV", "experiments": ["uniav"]}]
     params["tables"]["ablation"] = [{"label": "w/o task experts",
                                      "experiments": ["naive_multi"]}]
+    # beyond the main table: only the cross-task scores of UniAV (evaluation only, cheap); the
+    # open-set and fine-tuning experiments are planned by test_workflow.py and trained by
+    # tests/engine (their tables: tests/report)
+    params["benchmarks"]["synthetic"] = {"tables": {"cross_task": [
+        {"label": "UniAV", "experiments": ["uniav"]}]}}
     params["tracking"]["enabled"] = True
     params["tracking"]["uri"] = None
 

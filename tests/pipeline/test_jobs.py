@@ -28,8 +28,10 @@ def _changed(override: str) -> set[str]:
 
 
 @pytest.mark.parametrize("override, jobs", [
-    ("train.epochs=3", {"train"}),
-    ("experiments.uniav.model={task_experts: false}", {"train"}),  # evaluate: via the weights
+    ("train.epochs=3", {"train", "tables"}),        # captions compare open-set/fine-tune epochs
+    # evaluate: via the weights (and not through the fine-tunes of uniav: their own architecture)
+    ("experiments.uniav.model={droppath: 0.2}", {"train"}),
+    ("experiments.uniav.model={task_experts: false}", None),     # finetune_* start from uniav
     ("eval.max_segments=50", {"train", "evaluate"}),            # validation reads eval settings
     ("seed=5", {"train", "evaluate"}),
     ("data.duration_mismatch=warn", {"train", "evaluate"}),
@@ -86,7 +88,7 @@ def test_shipped_experiments_keep_their_settings_and_plain_jobs():
     from uniav.pipeline.jobs import canonical
 
     plan = _plan()
-    assert plan.experiments() == list(SHIPPED)
+    assert plan.experiments()[:len(SHIPPED)] == list(SHIPPED)   # then those of the synthetic
     for name, (train_hash, before_speed_settings, evaluate_hash) in SHIPPED.items():
         assert plan.checkpoint_dir(name) == f"work/checkpoints/{name}/{train_hash}", name
         settings = json.loads(plan.settings("train", experiment=name))
@@ -135,7 +137,15 @@ def test_phase_targets_cover_every_experiment():
     plan = _plan()
     assert plan.model_files()[:2] == ["results/models/single_tal/model.safetensors",
                                       "results/models/single_tal/training.json"]
-    assert len(plan.metrics_files()) == len(plan.experiments()) == 6
+    # the paper's six, then the synthetic benchmark's open-set and fine-tuning experiments
+    assert len(plan.metrics_files()) == len(plan.experiments()) == 6 + 5 + 3
+    cross = [f"results/metrics/experiments/{name}.cross_task.json"
+             for name in ("single_tal", "single_sed", "single_avel", "naive_multi", "uniav")]
+    assert plan.cross_task_files() == cross
+    assert set(cross) <= set(plan.phase_outputs()["evaluate"])
+    assert plan.table_inputs()["cross_task"] == cross
+    assert set(plan.cross_task_inputs("single_sed")) == {"annotations_sed", "features_sed"}
+    assert _plan("benchmark=paper").cross_task_files() == []
     assert "results/tables/main.md" in plan.table_files()
     assert "results/tables/main.csv-metadata.json" in plan.table_sidecars()
     inputs = plan.experiment_inputs("uniav")

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from uniav.config import load_config
+from uniav.pipeline.jobs import JobPlan
 
 from tests.pipeline.conftest import REPO_ROOT, copy_workflow, run
 
@@ -34,11 +35,14 @@ def _job_counts(output: str) -> dict[str, int]:
 def test_default_target_plans_the_whole_chain(tmp_path: Path) -> None:
     root = copy_workflow(tmp_path / "project")
     counts = _job_counts(run(["snakemake", "-n", "--cores", "2"], root).stdout)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    experiments = len(params["experiments"])
+    plan = JobPlan(load_config(root / "params.yaml"))
+    experiments = len(plan.experiments())
+    cross_task = len(plan.cross_task_experiments())
+    assert (experiments, cross_task) == (14, 5)
     assert counts == {"synthesize": 3, "extract_features": 3, "prompts": 3,
-                      "train": experiments, "evaluate": experiments, "tables": 1,
-                      "figures": 1, "reproduce_tables": 1, "total": 12 + 2 * experiments}
+                      "train": experiments, "evaluate": experiments, "cross_task": cross_task,
+                      "tables": 1, "figures": 1, "reproduce_tables": 1,
+                      "total": 12 + 2 * experiments + cross_task}
 
 
 def test_paper_benchmark_dry_run_plans_the_download(tmp_path: Path) -> None:
@@ -110,11 +114,15 @@ def test_checkpoint_directory_is_keyed_by_training_settings(tmp_path: Path) -> N
         return dict(re.findall(r"--experiment (\S+) .*?--work-dir (\S+)", output))
 
     plain = work_dirs()
-    assert set(plain) == set(yaml.safe_load((root / "params.yaml").read_text())["experiments"])
+    config = load_config(root / "params.yaml")
+    assert set(plain) == set(JobPlan(config).experiments())
     for name, path in plain.items():
         assert re.fullmatch(rf"work/checkpoints/{name}/[0-9a-f]{{12}}", path)
     longer = work_dirs("train={epochs: 9}")
-    assert all(longer[name] != plain[name] for name in plain)
+    # experiments with epochs of their own (open set, fine-tuning) keep theirs
+    own_epochs = {name for name, e in config.experiments.items() if "epochs" in e.train}
+    assert own_epochs and all((longer[name] == plain[name]) == (name in own_epochs)
+                              for name in plain)
     assert work_dirs("tracking={enabled: false}") == plain  # not a training setting
 
 
@@ -129,29 +137,27 @@ def _dry_run_jobs(output: str) -> dict[tuple[str, str], str]:
     return jobs
 
 
-def test_open_set_and_fine_tuning_experiments_are_planned(tmp_path: Path) -> None:
-    """`--configfile params.open_set.yaml` plus an experiment with `init_from`: the fine-tuning
-    job takes the parent's exported weights as input and passes them with --init-from; the
-    held-out evaluation reads the prompt embeddings; the parent is trained plainly."""
+def test_open_set_fine_tuning_and_cross_task_jobs_are_planned(tmp_path: Path) -> None:
+    """The open-set, fine-tuning and cross-task work of the synthetic benchmark: the fine-tuning
+    job takes UniAV's exported weights as input and passes them with --init-from; the held-out
+    evaluation reads the prompt embeddings; the parent is trained plainly; the cross-task job
+    scores UniAV's weights on every task's test data."""
     root = copy_workflow(tmp_path / "project")
-    (root / "params.open_set.yaml").write_text((REPO_ROOT / "params.open_set.yaml").read_text())
-    (root / "finetune.yaml").write_text(yaml.safe_dump({"experiments": {"finetune_sed": {
-        "tasks": ["sed"], "description": "fine-tuned from the open-set model",
-        "init_from": {"experiment": "open_set_uniav"}}}}))
-    parent = "results/models/open_set_uniav/model.safetensors"
-    output = run(["snakemake", "-n", "-p", "--cores", "2",
-                  "--configfile", "params.open_set.yaml", "finetune.yaml", "--",
+    parent = "results/models/uniav/model.safetensors"
+    output = run(["snakemake", "-n", "-p", "--cores", "2", "--",
                   "results/models/finetune_sed/model.safetensors",
-                  "results/metrics/experiments/open_set_single_sed.json"], root).stdout
+                  "results/metrics/experiments/open_set_single_sed.json",
+                  "results/metrics/experiments/uniav.cross_task.json"], root).stdout
     jobs = _dry_run_jobs(output)
-    assert set(jobs) == {("train", "finetune_sed"), ("train", "open_set_uniav"),
-                         ("train", "open_set_single_sed"), ("evaluate", "open_set_single_sed")}
+    assert set(jobs) == {("train", "finetune_sed"), ("train", "uniav"),
+                         ("train", "open_set_single_sed"), ("evaluate", "open_set_single_sed"),
+                         ("cross_task", "uniav")}
     finetune = jobs[("train", "finetune_sed")]
     inputs = re.search(r"input: (.*)", finetune).group(1).split(", ")
     assert parent in inputs
     assert re.search(r"uniav train .*--experiment finetune_sed .*--init-from " + re.escape(parent)
                      + r" > logs/train/finetune_sed\.log", finetune)
-    for plain in ("open_set_uniav", "open_set_single_sed"):
+    for plain in ("uniav", "open_set_single_sed"):
         assert "--init-from" not in jobs[("train", plain)]
         assert re.search(r"input: (.*)", jobs[("train", plain)]).group(1).count(
             "model.safetensors") == 0
@@ -159,10 +165,18 @@ def test_open_set_and_fine_tuning_experiments_are_planned(tmp_path: Path) -> Non
         1).split(", ")
     prompts = [path for path in evaluate_inputs if path.endswith("/sed.npy")]
     assert len(prompts) == 1 and "prompts" in prompts[0]
+    cross = jobs[("cross_task", "uniav")]
+    cross_inputs = re.search(r"input: (.*)", cross).group(1).split(", ")
+    assert parent in cross_inputs
+    assert {path for path in cross_inputs if path.endswith("annotations.json")} == {
+        f"resources/synthetic/{task}/annotations.json" for task in ("tal", "sed", "avel")}
+    assert re.search(r"uniav cross-task --config \S+ --experiment uniav --set seed=2024 "
+                     r"--weights " + re.escape(parent) + r" --metrics "
+                     r"results/metrics/experiments/uniav\.cross_task\.json", cross), cross
     counts = _job_counts(output)
-    assert counts["train"] == 3 and counts["evaluate"] == 1
-    # the shipped experiments are not planned: the targets need only these
-    assert not any(name in {"uniav", "naive_multi", "linear_cls"} for _, name in jobs)
+    assert counts["train"] == 3 and counts["evaluate"] == 1 and counts["cross_task"] == 1
+    # the other experiments are not planned: the targets need only these
+    assert not any(name in {"naive_multi", "linear_cls", "finetune_tal"} for _, name in jobs)
 
 
 def test_seeds_plan_one_run_per_experiment_and_seed(tmp_path: Path) -> None:
@@ -172,9 +186,11 @@ def test_seeds_plan_one_run_per_experiment_and_seed(tmp_path: Path) -> None:
     root = copy_workflow(tmp_path / "project")
     output = run(["snakemake", "-n", "-p", "--cores", "2", "--config", "scale=tiny",
                   "seeds=[1,2]"], root).stdout
-    experiments = list(yaml.safe_load((root / "params.yaml").read_text())["experiments"])
+    config = load_config(root / "params.yaml")
+    experiments = JobPlan(config).experiments()
     counts = _job_counts(output)
     assert counts["train"] == counts["evaluate"] == 2 * len(experiments)
+    assert counts["cross_task"] == 2 * len(JobPlan(config).cross_task_experiments())
     assert counts["tables"] == counts["figures"] == 1
     jobs = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
@@ -182,8 +198,9 @@ def test_seeds_plan_one_run_per_experiment_and_seed(tmp_path: Path) -> None:
         wildcard = re.search(r"wildcards: .*?experiment=([\w.]+)", block)
         if rule and wildcard:
             jobs[(rule.group(1), wildcard.group(1))] = block
-    assert set(jobs) == {(rule, f"{name}.seed{seed}") for rule in ("train", "evaluate")
-                         for name in experiments for seed in (1, 2)}
+    assert {job for job in jobs if job[0] != "cross_task"} == {
+        (rule, f"{name}.seed{seed}") for rule in ("train", "evaluate")
+        for name in experiments for seed in (1, 2)}
     train = jobs[("train", "uniav.seed2")]
     assert re.search(r"uniav train --config \S+ --experiment uniav --set seed=2 "
                      r"--output-dir results/models/uniav\.seed2 "

@@ -1,7 +1,7 @@
 """The default held-out classes of the synthetic benchmark's open-set experiments: per task one
 class whose concept another task still trains and one whose concept no task trains; the
-experiments of params.open_set.yaml use exactly that choice and leave params.yaml's pipeline
-as it is."""
+open-set experiments of params.yaml (the `benchmarks.synthetic` overlay) use exactly that choice,
+and the paper benchmark's pipeline does not get them."""
 
 from __future__ import annotations
 
@@ -38,20 +38,32 @@ def test_default_choice_is_deterministic_and_in_class_order():
         assert names == sorted(names, key=order.index) and len(names) == 2
 
 
-def test_open_set_block_uses_the_default_and_leaves_the_pipeline_alone(repo_root):
-    block = load_yaml_file(repo_root / "params.open_set.yaml")
-    assert set(block) == {"experiments"}
-    expected = default_held_out_classes()
-    experiments = block["experiments"]
-    assert set(experiments) == {"open_set_uniav", "open_set_naive_multi", "open_set_single_tal",
-                                "open_set_single_sed", "open_set_single_avel"}
-    for name, experiment in experiments.items():
-        assert experiment["held_out_classes"] == {t: expected[t] for t in experiment["tasks"]}
+def test_open_set_experiments_use_the_default_and_stay_off_the_paper_benchmark(repo_root):
     raw = load_yaml_file(repo_root / "params.yaml")
-    merged = config_from_dict(deep_merge(raw, block))
-    assert merged.experiment("open_set_naive_multi").model.task_experts is False
-    assert merged.experiment("open_set_single_sed").held_out_classes == {
+    experiments = raw["benchmarks"]["synthetic"]["experiments"]
+    open_set = {name: e for name, e in experiments.items() if name.startswith("open_set_")}
+    assert set(open_set) == {"open_set_uniav", "open_set_naive_multi", "open_set_single_tal",
+                             "open_set_single_sed", "open_set_single_avel"}
+    expected = default_held_out_classes()
+    for name, experiment in open_set.items():
+        assert experiment["held_out_classes"] == {t: expected[t] for t in experiment["tasks"]}
+    config = load_config(repo_root / "params.yaml")
+    assert config.experiment("open_set_naive_multi").model.task_experts is False
+    assert config.experiment("open_set_single_sed").held_out_classes == {
         "sed": tuple(expected["sed"])}
-    # params.yaml alone: the experiments reproduce_tables trains are the six it always had
-    assert JobPlan(load_config(repo_root / "params.yaml")).experiments() == [
+    assert {row.label for row in config.tables.open_set} == {
+        "Single-task", "Naive multi-task", "UniAV"}
+    # the paper benchmark: the six experiments of the paper's tables, nothing else
+    paper = config_from_dict(deep_merge(raw, {"benchmark": "paper"}))
+    assert JobPlan(paper).experiments() == [
         "single_tal", "single_sed", "single_avel", "naive_multi", "uniav", "linear_cls"]
+    assert not paper.tables.open_set and not paper.tables.cross_task
+    assert not paper.tables.pretraining
+
+
+def test_synthetic_concepts_are_the_generators(repo_root):
+    """datasets.synthetic.tasks.<task>.concepts (the cross-task pairs) equal the concepts the
+    generator renders."""
+    config = load_config(repo_root / "params.yaml")
+    for task in RECIPES:
+        assert dict(config.datasets.synthetic.tasks[task].concepts) == _concepts(task), task

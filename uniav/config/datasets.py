@@ -67,6 +67,9 @@ class DatasetTaskConfig:
     preload_features: bool = True
     #: bound of each dataset's feature cache: a process's memory does not grow with the data
     feature_cache_mb: NonNegativeInt = 1024
+    #: class name -> the concept it names; classes of different tasks naming the same concept
+    #: ("Cat" in SED, "cat meowing" in AVEL) make the cross-task evaluation (uniav/data/concepts.py)
+    concepts: dict[NonEmpty, NonEmpty] = field(default_factory=dict)
 
 
 @section

@@ -99,12 +99,16 @@ class ResolvedExperiment:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view (JSON-serialisable), used for hashing and tracking.  ``init_from``
         and ``held_out_classes`` appear only when set, so that the settings (and config
-        hashes) of experiments without them are what they were before these keys existed."""
+        hashes) of experiments without them are what they were before these keys existed.
+        A task's ``concepts`` are left out: neither training nor evaluation reads them (the
+        cross-task evaluation records its pairs itself)."""
         from uniav.config.loading import to_plain
 
+        specs = {t: to_plain(s) for t, s in self.specs.items()}
+        for spec in specs.values():
+            spec["data"].pop("concepts", None)
         data = {"name": self.name, "tasks": list(self.tasks), "model": to_plain(self.model),
-                "train": to_plain(self.train),
-                "specs": {t: to_plain(s) for t, s in self.specs.items()}}
+                "train": to_plain(self.train), "specs": specs}
         if self.init_from is not None:
             data["init_from"] = {"experiment": self.init_from}
         if self.held_out_classes:

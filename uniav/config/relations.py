@@ -34,12 +34,32 @@ def check_relations(config: Config) -> None:
     _check_training(config)
     _check_features(config)
     _check_experiment_links(config)
-    for table in ("main", "ablation"):
+    _check_tables(config)
+
+
+def _check_tables(config: Config) -> None:
+    """Rows name known experiments; open-set rows experiments with held-out classes;
+    cross-task rows prompt-classifier experiments, and some tasks share concepts."""
+    from uniav.data.concepts import cross_task_pairs
+
+    for table in ("main", "ablation", "open_set", "cross_task", "pretraining"):
         for i, row in enumerate(getattr(config.tables, table)):
-            for experiment in row.experiments:
-                if experiment not in config.experiments:
-                    raise ConfigError(f"tables.{table}[{i}].experiments: unknown experiment "
-                                      f"{experiment!r} (known: {', '.join(config.experiments)})")
+            path = f"tables.{table}[{i}].experiments"
+            for name in row.experiments:
+                if name not in config.experiments:
+                    raise _unknown(path, name, list(config.experiments), "experiment")
+                if table == "open_set" and not config.experiments[name].held_out_classes:
+                    raise ConfigError(f"{path}: experiment {name!r} holds no classes out "
+                                      f"(experiments.{name}.held_out_classes), so it has no "
+                                      f"novel classes to score")
+                if table == "cross_task" and config.experiment(name).model.classifier != "prompt":
+                    raise ConfigError(f"{path}: experiment {name!r} has the linear classifier, "
+                                      f"which cannot be prompted with other names")
+    pairs = cross_task_pairs(config)   # also checks: one class per concept and task
+    if config.tables.cross_task and not pairs:
+        raise ConfigError(f"tables.cross_task: no two tasks share a concept (declare them under "
+                          f"datasets.{config.benchmark}.tasks.<task>.concepts, or leave "
+                          f"tables.cross_task empty)")
 
 
 def _unknown(path: str, name: str, known: list[str], what: str = "task") -> ConfigError:

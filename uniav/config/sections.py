@@ -246,8 +246,18 @@ class TableRow:
 
 @section
 class TablesConfig:
+    """The tables ``uniav tables`` writes: rows of experiments per table (an empty list: no such
+    table).  ``open_set`` rows name experiments with ``held_out_classes`` (seen / novel mAP);
+    ``cross_task`` rows name prompt-classifier experiments, scored on each task's test videos
+    with another task's names of the concepts they share (``datasets.<benchmark>.tasks.<task>
+    .concepts``); ``pretraining`` rows compare training from scratch with fine-tuning
+    (``init_from``)."""
+
     main: Annotated[list[TableRow], Field(min_length=1)]
     ablation: list[TableRow] = field(default_factory=list)
+    open_set: list[TableRow] = field(default_factory=list)
+    cross_task: list[TableRow] = field(default_factory=list)
+    pretraining: list[TableRow] = field(default_factory=list)
     published: NonEmpty | None = None
 
 

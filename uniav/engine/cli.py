@@ -1,4 +1,5 @@
-"""Sub-commands of the engine: train, evaluate, predict, import-checkpoint, model-summary.
+"""Sub-commands of the engine: train, evaluate, cross-task, predict, import-checkpoint,
+model-summary.
 
 Heavy modules (torch, the model) are imported inside the handlers.
 """
@@ -95,6 +96,19 @@ def _evaluate(args: argparse.Namespace) -> int:
                          for name, values in (metrics.get("class_groups") or {}).items()
                          if values["average_mAP"] is not None)
         print(f"{experiment.name} {task}: average mAP {metrics['average_mAP']:.4f}{groups}")
+    return 0
+
+
+def _cross_task(args: argparse.Namespace) -> int:
+    from uniav.engine.cross_task import evaluate_cross_task
+
+    config = config_from_args(args)
+    summary = evaluate_cross_task(config, args.experiment, weights=args.weights,
+                                  metrics_path=args.metrics, config_path=args.config,
+                                  threads=_threads(args), progress=not args.no_progress)
+    for key, pair in summary["pairs"].items():
+        print(f"{args.experiment} {pair['task']} videos, {pair['names_from']} names: average "
+              f"mAP {pair['cross']['average_mAP']:.4f} (own names {pair['own']['average_mAP']:.4f})")
     return 0
 
 
@@ -247,6 +261,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tracking", action="store_true")
     p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("cross-task",
+                              help="score each task's test videos with another task's names of "
+                                   "the concepts they share (uniav/engine/cross_task.py)")
+    add_config_arguments(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--weights", required=True, help="model.safetensors written by `uniav train`")
+    p.add_argument("--metrics", required=True, help="the JSON file to write")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cross_task)
 
     p = subparsers.add_parser("predict", help="localize actions, sound events and audio-visual "
                                               "events in your own video")

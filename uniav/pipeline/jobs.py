@@ -50,7 +50,7 @@ SUMMARY_FILE = "results/metrics/summary.json"
 PHASES = (("data", "data_all", ("synthesize", "download", "download_unpacked")),
           ("features", "features_all", ("extract_features", "prompts")),
           ("train", "train_all", ("train",)),
-          ("evaluate", "evaluate_all", ("evaluate",)),
+          ("evaluate", "evaluate_all", ("evaluate", "cross_task")),
           ("tables", "reproduce_tables", ("tables", "figures")))
 
 
@@ -125,57 +125,18 @@ class JobPlan:
     # ---- settings (rerun triggers) ------------------------------------------------------------
 
     def settings(self, job: str, **wildcards: str) -> str:
-        """The canonical JSON of the settings ``job`` reads (see module docs).
+        """The canonical JSON of the settings ``job`` reads (see module docs and
+        :func:`uniav.pipeline.settings.job_settings`).
 
         Args:
             job: ``synthesize``, ``download``, ``extract``, ``prompts``, ``train``,
-                ``evaluate``, ``tables`` or ``figures``.
+                ``evaluate``, ``cross_task``, ``tables`` or ``figures``.
             wildcards: the job's wildcards (``task``, ``experiment`` - a run name for
-                ``train`` and ``evaluate`` -, ``target``...).
+                ``train``, ``evaluate`` and ``cross_task`` -, ``target``...).
         """
-        config = self.config
-        if job == "synthesize":
-            from uniav.prepare.synthetic import generation_record
+        from uniav.pipeline.settings import job_settings
 
-            record = generation_record(config, wildcards["task"])
-            record.pop("fingerprint", None)
-            return canonical(record)
-        if job == "download":
-            names = set(self.download_names(wildcards["target"]))
-            # checksums and descriptions are left out: `uniav download` verifies checksums itself
-            # and keeps files that match, so pinning a hash must not delete unpacked data
-            return canonical([{"name": e.name, "url": e.url, "dest": e.dest, "unpack": e.unpack}
-                              for e in config.datasets.paper.manifest if e.name in names])
-        if job == "extract":
-            from uniav.prepare.extract import extraction_settings
-
-            return canonical(extraction_settings(config, wildcards["task"]))
-        if job == "prompts":
-            from uniav.prepare.prompts import prompt_settings
-
-            return canonical({**prompt_settings(config, wildcards["task"]),
-                              "benchmark": config.benchmark})
-        if job == "train":
-            from uniav.engine.training_data import training_settings
-
-            experiment, _ = self.run_of(wildcards["experiment"])
-            return canonical(training_settings(self.run_config(wildcards["experiment"]),
-                                               experiment))
-        if job == "evaluate":
-            from uniav.engine.inference import evaluation_settings
-
-            experiment, _ = self.run_of(wildcards["experiment"])
-            return canonical(evaluation_settings(self.run_config(wildcards["experiment"]),
-                                                 experiment))
-        if job == "tables":
-            from uniav.report.tables import tables_settings
-
-            return canonical(tables_settings(config))
-        if job == "figures":
-            from uniav.report.figures import figures_settings
-
-            return canonical(figures_settings(config))
-        raise KeyError(f"no job {job!r} in the plan")
+        return canonical(job_settings(self, job, **wildcards))
 
     def train_processes(self, run: str) -> int:
         """Processes (GPUs) of a run's training job (``train.processes``)."""
@@ -331,6 +292,29 @@ class JobPlan:
         """The metrics JSON of one run."""
         return f"{METRICS_DIR}/{run}.json"
 
+    def cross_task_experiments(self) -> list[str]:
+        """Experiments of ``tables.cross_task`` rows with a task that shares concepts with
+        another task (those get a ``uniav cross-task`` job per run), no repeats."""
+        from uniav.report.tables import cross_task_experiments
+
+        return cross_task_experiments(self.config)
+
+    def cross_task_runs(self) -> list[str]:
+        """The runs of :meth:`cross_task_experiments` (every seed)."""
+        return [run for name in self.cross_task_experiments()
+                for run in self.experiment_runs(name)]
+
+    @staticmethod
+    def cross_task_file(run: str) -> str:
+        """What a run's ``uniav cross-task`` job writes (beside its metrics JSON)."""
+        from uniav.report.tables import cross_task_path
+
+        return str(cross_task_path(METRICS_DIR, run))
+
+    def cross_task_files(self) -> list[str]:
+        """Every cross-task metrics file."""
+        return [self.cross_task_file(run) for run in self.cross_task_runs()]
+
     def prediction_dirs(self) -> list[str]:
         """Every run's predictions directory."""
         return [f"results/predictions/{name}" for name in self.runs()]
@@ -359,7 +343,8 @@ class JobPlan:
         return {"data": self.data_targets(),
                 "features": self.feature_targets(),
                 "train": self.model_files(),
-                "evaluate": self.metrics_files() + self.prediction_dirs(),
+                "evaluate": self.metrics_files() + self.prediction_dirs()
+                + self.cross_task_files(),
                 "tables": (self.table_files() + self.table_sidecars() + [SUMMARY_FILE]
                            + self.figure_files())}
 
@@ -400,6 +385,20 @@ class JobPlan:
                 inputs[f"prompts_{task}"] = self.prompt_files(task)[0]
         return inputs
 
+    def cross_task_inputs(self, run: str) -> dict[str, str]:
+        """Annotations and feature stores of the run's tasks that a cross-task pair scores."""
+        from uniav.data.concepts import cross_task_pairs
+
+        experiment, _ = self.run_of(run)
+        scored = {pair.task for pair in cross_task_pairs(
+            self.config, self.config.experiments[experiment].tasks)}
+        inputs = {}
+        for task in self.config.experiments[experiment].tasks:
+            if task in scored:
+                inputs[f"annotations_{task}"] = self.annotations_of(task)
+                inputs[f"features_{task}"] = self.features_of(task)
+        return inputs
+
     def published_file(self) -> str | None:
         """The published-numbers file shown in the tables (paper benchmark only), or None."""
         if self.config.benchmark == "paper" and self.config.tables.published:
@@ -407,13 +406,15 @@ class JobPlan:
         return None
 
     def table_inputs(self) -> dict[str, Any]:
-        """The metrics of every run of every experiment a table row uses (and the published
-        file, if any)."""
+        """The metrics of every run of every experiment a table row uses, the cross-task files
+        of the ``tables.cross_task`` rows (and the published file, if any)."""
         from uniav.report.tables import table_experiments
 
         inputs: dict[str, Any] = {"metrics": [self.metrics_file(run)
                                               for name in table_experiments(self.config)
                                               for run in self.experiment_runs(name)]}
+        if self.cross_task_files():
+            inputs["cross_task"] = self.cross_task_files()
         if self.published_file():
             inputs["published"] = self.published_file()
         return inputs

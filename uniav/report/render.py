@@ -26,7 +26,7 @@ import math
 
 import pandas as pd
 
-from uniav.report.table_data import MISSING, ExtraColumn, Row, Table, group_header
+from uniav.report.table_data import MISSING, Column, ExtraColumn, Row, Table, group_header
 
 
 def format_percent(value: float | None, decimals: int = 2) -> str:
@@ -38,7 +38,7 @@ def format_percent(value: float | None, decimals: int = 2) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+                  "^": r"\textasciicircum{}", "→": r"$\rightarrow$"}
 
 
 def latex_escape(text: str) -> str:
@@ -72,6 +72,8 @@ def spread_frame(table: Table, plus_minus: str, missing: str) -> pd.DataFrame:
 
 
 def _markdown_header(column: object) -> str:
+    """``TAL 0.5`` / ``SED avg``; ``SED seen`` / ``SED AVEL names`` (GroupColumn); the SED
+    extras without the task (``PSDS1``)."""
     if isinstance(column, ExtraColumn):
         return column.threshold_text
     return f"{group_header(column.task)} {column.threshold_text}"  # type: ignore[attr-defined]
@@ -136,7 +138,8 @@ def render_csv_metadata(table: Table, csv_name: str) -> str:
 
 
 def _latex_groups(table: Table) -> list[str]:
-    return ["SED extras" if isinstance(c, ExtraColumn) else group_header(c.task)
+    """The column group of each column: the task's title (``SED extras`` for those)."""
+    return [f"{group_header(c.task)} extras" if isinstance(c, ExtraColumn) else group_header(c.task)
             for c in table.columns]
 
 
@@ -149,7 +152,8 @@ def render_latex(table: Table) -> str:
             widths[-1] = (title, widths[-1][1] + 1)
         else:
             widths.append((title, 1))
-    subs = ["Avg" if c.threshold is None and not isinstance(c, ExtraColumn) else c.threshold_text
+    # a task's average is "Avg"; ExtraColumn and GroupColumn show their own header
+    subs = ["Avg" if isinstance(c, Column) and c.threshold is None else c.threshold_text
             for c in table.columns]
     if table.seeds:  # text cells with $\pm$: the labels are escaped here, the cells not at all
         frame = spread_frame(table, r" $\pm$ ", "--")

@@ -74,6 +74,11 @@ def _aggregate_task(runs: list[dict[str, Any]], where: str) -> tuple[dict[str, A
         pairs = {k: mean_std([e.get(k) for e in extras]) for k in keys}
         mean["sed"] = {k: m for k, (m, _) in pairs.items()}
         std["sed"] = {k: s for k, (_, s) in pairs.items()}
+    groups = [r.get("class_groups") or {} for r in runs]
+    if any(groups):
+        mean["class_groups"], std["class_groups"] = _aggregate_groups(groups)
+        # the spread of the open-set "mean" column: of each run's mean of seen and novel
+        std["seen_novel_mean"] = mean_std([seen_novel_mean(g) for g in groups])[1]
     classes = [r.get("per_class") or {} for r in runs]
     if any(classes):
         mean["per_class"], std["per_class"] = {}, {}
@@ -85,6 +90,39 @@ def _aggregate_task(runs: list[dict[str, Any]], where: str) -> tuple[dict[str, A
                      for i in range(length)]
             mean["per_class"][label] = [m for m, _ in pairs]
             std["per_class"][label] = [s for _, s in pairs]
+    return mean, std
+
+
+def seen_novel_mean(class_groups: dict[str, Any] | None) -> float | None:
+    """The average of the ``seen`` and the ``novel`` groups' average mAP (open set); None when
+    either is missing."""
+    groups = class_groups or {}
+    values = [number_or_none((groups.get(name) or {}).get("average_mAP"))
+              for name in ("seen", "novel")]
+    if any(v is None for v in values):
+        return None
+    return (values[0] + values[1]) / 2  # type: ignore[operator]
+
+
+def _aggregate_groups(groups: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and std of each class group's ``average_mAP`` and ``mAP`` (None where a run has
+    none); its ``classes`` and ``thresholds`` from the first run."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for name, first in groups[0].items():
+        runs = [g.get(name) or {} for g in groups]
+        kept = {k: v for k, v in first.items() if k not in ("mAP", "average_mAP")}
+        mean[name], std[name] = dict(kept), dict(kept)
+        mean[name]["average_mAP"], std[name]["average_mAP"] = mean_std(
+            [r.get("average_mAP") for r in runs])
+        lists = [r.get("mAP") for r in runs]
+        if all(isinstance(values, list) for values in lists):
+            length = len(lists[0])  # type: ignore[arg-type]
+            pairs = [mean_std([values[i] if i < len(values) else None  # type: ignore[index]
+                               for values in lists]) for i in range(length)]
+            mean[name]["mAP"], std[name]["mAP"] = [m for m, _ in pairs], [s for _, s in pairs]
+        else:
+            mean[name]["mAP"], std[name]["mAP"] = None, None
     return mean, std
 
 

@@ -89,8 +89,31 @@ class ExtraColumn:
 
     @property
     def csv_header(self) -> str:
-        """``sed psds1`` ..."""
-        return f"sed {self.key}"
+        """``sed psds1`` ... (``<task> <key>``)."""
+        return f"{self.task} {self.key}"
+
+
+@dataclass(frozen=True)
+class GroupColumn:
+    """A named column in a task's column group: open-set ``seen`` / ``novel`` / ``mean``, the
+    cross-task ``own (AVEL concepts)`` / ``AVEL names``.  Markdown heads it ``<TASK> <header>``,
+    LaTeX puts ``header`` under the task's group, the CSV names it ``<task> <csv_key>``."""
+
+    task: str
+    key: str
+    header: str
+    csv_key: str
+    threshold: None = None
+
+    @property
+    def threshold_text(self) -> str:
+        """The sub-header (``seen``, ``AVEL names`` ...)."""
+        return self.header
+
+    @property
+    def csv_header(self) -> str:
+        """``tal seen avg mAP``, ``sed sed.avel cross avg mAP`` ..."""
+        return f"{self.task} {self.csv_key}"
 
 
 @dataclass
@@ -112,7 +135,7 @@ class Table:
     name: str
     title: str
     caption: str
-    columns: list[Any]  # Column, or ExtraColumn in the SED extras table
+    columns: list[Any]  # Column; ExtraColumn (SED extras); GroupColumn (beyond main)
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     #: the seeds the measured values are the mean over, when there are several (else empty)
@@ -168,20 +191,40 @@ def row_sources(row: TableRow, config: Config, table: str = "main") -> dict[str,
 
 
 def table_experiments(config: Config) -> list[str]:
-    """Experiments whose metrics the tables read (main rows, then ablation rows), no repeats."""
+    """Experiments whose metrics JSON the tables read (main, ablation, open-set, then
+    pre-training rows), no repeats.  The cross-task rows' files are others
+    (:func:`cross_task_experiments`)."""
     names: list[str] = []
-    for row in [*config.tables.main, *config.tables.ablation]:
+    tables = config.tables
+    for row in [*tables.main, *tables.ablation, *tables.open_set, *tables.pretraining]:
         for name in row.experiments:
             if name not in names:
                 names.append(name)
     return names
 
 
+def cross_task_experiments(config: Config) -> list[str]:
+    """Experiments of the ``tables.cross_task`` rows with a task that shares concepts with
+    another task (:func:`~uniav.data.concepts.cross_task_pairs`), no repeats: the table reads
+    each of their runs' ``<run>.cross_task.json`` (:mod:`uniav.report.cross_task`)."""
+    from uniav.data.concepts import cross_task_pairs
+
+    names: list[str] = []
+    for row in config.tables.cross_task:
+        for name in row.experiments:
+            if name not in names and cross_task_pairs(config, config.experiments[name].tasks):
+                names.append(name)
+    return names
+
+
 def table_names(config: Config) -> list[str]:
-    """Names of the tables ``uniav tables`` writes for this configuration (without extension)."""
+    """Names of the tables ``uniav tables`` writes for this configuration (without extension):
+    ``main``, then those whose rows are configured: ``ablation``, ``open_set``, ``cross_task``,
+    ``pretraining``, and ``sed_extras`` when a main or ablation row has a SED column."""
     names = ["main"]
-    if config.tables.ablation:
-        names.append("ablation")
+    for name in ("ablation", "open_set", "cross_task", "pretraining"):
+        if getattr(config.tables, name):
+            names.append(name)
     if any("sed" in row_sources(row, config, table)
            for table, rows in (("main", config.tables.main), ("ablation", config.tables.ablation))
            for row in rows):
@@ -228,21 +271,32 @@ def _decimals(value: float) -> int:
     return max(1, len(text.split(".")[1]) if "." in text else 1)
 
 
-def _header_caption(config: Config, metrics: dict[str, dict[str, Any]], tasks: list[str],
-                    what: str) -> str:
+def caption_setting(config: Config, splits: list[str], tasks: list[str]) -> str:
+    """``Benchmark: synthetic. Split: test (annotation subsets TAL: testing, ...).``"""
     benchmark = config.benchmark + (f" (scale {config.scale})" if config.scale != "default" else "")
-    splits = sorted({str(m.get("split", "test")) for m in metrics.values()}) or ["test"]
     subsets = ", ".join(f"{group_header(t)}: {config.task_spec(t).data.subsets.test}"
                         for t in tasks)
+    return (f"Benchmark: {benchmark}. Split: {'/'.join(sorted(set(splits)) or ['test'])} "
+            f"(annotation subsets {subsets}).")
+
+
+def caption_thresholds(task_metrics: dict[str, list[dict[str, Any]]]) -> str:
+    """``TAL 0.50:0.05:0.95; SED 0.1:0.1:0.9`` from task -> the task metrics shown."""
     averages = []
-    for task in tasks:
-        evaluated = evaluated_thresholds(m["tasks"][task] for m in metrics.values()
-                                         if task in m["tasks"])
+    for task, metrics in task_metrics.items():
+        evaluated = evaluated_thresholds(metrics)
         if evaluated:
             averages.append(f"{group_header(task)} {_describe_thresholds(evaluated)}")
-    return (f"{what} Benchmark: {benchmark}. Split: {'/'.join(splits)} "
-            f"(annotation subsets {subsets}). Detection mAP (%) at the tIoU thresholds shown; "
-            f"avg = mean mAP over tIoU {'; '.join(averages)}. "
+    return "; ".join(averages)
+
+
+def _header_caption(config: Config, metrics: dict[str, dict[str, Any]], tasks: list[str],
+                    what: str) -> str:
+    splits = [str(m.get("split", "test")) for m in metrics.values()]
+    averages = caption_thresholds({task: [m["tasks"][task] for m in metrics.values()
+                                          if task in m["tasks"]] for task in tasks})
+    return (f"{what} {caption_setting(config, splits, tasks)} Detection mAP (%) at the tIoU "
+            f"thresholds shown; avg = mean mAP over tIoU {averages}. "
             f"Protocol: {describe_protocol(config, tasks)}.")
 
 

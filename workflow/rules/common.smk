@@ -106,6 +106,10 @@ def evaluation_inputs(wildcards):
     return PLAN.evaluation_inputs(wildcards.experiment)
 
 
+def cross_task_inputs(wildcards):
+    return PLAN.cross_task_inputs(wildcards.experiment)
+
+
 def table_inputs(wildcards):
     return PLAN.table_inputs()
 

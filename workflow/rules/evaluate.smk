@@ -25,3 +25,26 @@ rule evaluate:
         "uniav evaluate --config {params.config} {params.run}"
         " --weights {input.weights} --predictions-dir {output.predictions}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
+
+
+rule cross_task:
+    """Score a run's weights on each task's test videos with another task's names of the
+    concepts they share (the `tables.cross_task` rows' experiments; evaluation only)."""
+    input:
+        unpack(cross_task_inputs),
+        weights="results/models/{experiment}/model.safetensors",
+    output:
+        metrics=f"{METRICS_DIR}/{{experiment}}.cross_task.json",
+    params:
+        config=effective_config_param,
+        settings=settings_of("cross_task"),
+        run=run_arguments,
+    log:
+        "logs/cross_task/{experiment}.log",
+    threads: 2
+    conda:
+        UNIAV_ENV
+    shell:
+        "uniav cross-task --config {params.config} {params.run}"
+        " --weights {input.weights} --metrics {output.metrics} --threads {threads}"
+        " --no-progress > {log} 2>&1"

@@ -3,8 +3,9 @@
 
 
 rule tables:
-    """Main, ablation and SED-extras tables (Markdown, CSV with its caption sidecar, LaTeX) and
-    the flat DVC metrics file results/metrics/summary.json (SUMMARY_FILE)."""
+    """Main, ablation, open-set, cross-task, pre-training and SED-extras tables (Markdown, CSV
+    with its caption sidecar, LaTeX) and the flat DVC metrics file results/metrics/summary.json
+    (SUMMARY_FILE)."""
     input:
         unpack(table_inputs),
     output:
