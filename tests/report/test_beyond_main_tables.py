@@ -148,7 +148,7 @@ def test_open_set_markdown_values(written: Path) -> None:
     assert "not relabelled" in text and "prompting for every class" in text
     assert ("Held out: TAL: Walking the dog, Playing violin; SED: Alarm_bell_ringing, Blender; "
             "AVEL: playing violin, vacuum cleaner cleaning floors.") in text
-    assert "Trained for 6 epochs (the main training: 12 epochs)." in text
+    assert "Trained for 4 epochs (the main training: 12 epochs)." in text
     assert "Benchmark: synthetic. Split: test" in text and "TAL 0.50:0.05:0.95" in text
     assert "Protocol: clean (" in text
     assert "SED from `open_set_single_sed`" in text

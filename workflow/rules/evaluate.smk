@@ -1,5 +1,7 @@
 # Phase `evaluate`: test-split predictions (ActivityNet results format) and metrics per run
 # (per experiment and seed; the `{experiment}` wildcard is the run name, see train.smk).
+# One thread per job: a job is mostly start-up and the small test splits, so two jobs side by
+# side (or beside a training job) finish sooner than one job with two threads.
 
 
 rule evaluate:
@@ -18,7 +20,7 @@ rule evaluate:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "benchmarks/evaluate_{experiment}.tsv"
-    threads: 2
+    threads: 1
     conda:
         UNIAV_ENV
     shell:
@@ -41,7 +43,7 @@ rule cross_task:
         run=run_arguments,
     log:
         "logs/cross_task/{experiment}.log",
-    threads: 2
+    threads: 1
     conda:
         UNIAV_ENV
     shell:
