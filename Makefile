@@ -33,6 +33,8 @@ reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores all reproduce_tables
 	@echo
 	@cat results/tables/main.md
+	@echo
+	@echo "All tables (Markdown, CSV, LaTeX): results/tables/ -" $$(ls results/tables/*.md | xargs -n1 basename | tr '\n' ' ')
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
