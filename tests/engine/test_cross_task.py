@@ -147,3 +147,25 @@ def test_one_class_per_concept_and_task(cross_model):
     with pytest.raises(ConfigError, match="both name the concept 'dog'"):
         tiny_config(cross_model["root"], **_overrides(
             cross_model["root"], {**CONCEPTS, "sed": {"Dog": "dog", "Speech": "dog"}}))
+
+
+def test_a_pair_without_test_instances_is_recorded_unscored(cross_model, tmp_path):
+    """SED's test split without Speech: the pair SED videos / AVEL names (Speech only) is
+    recorded with null scores; the reverse pair is scored."""
+    root = cross_model["root"]
+    database = json.loads((root / "sed" / "annotations.json").read_text())
+    for video in database["database"].values():
+        if video["subset"] == "testing":
+            video["annotations"] = [a for a in video["annotations"] if a["label"] != "Speech"]
+    annotations = tmp_path / "sed_without_speech.json"
+    annotations.write_text(json.dumps(database))
+    config = tiny_config(root, **_overrides(root, {"tal": {}, "sed": {"Speech": "speech"},
+                                                   "avel": {"car passing by": "speech"}}),
+                         **{"datasets.synthetic.tasks.sed.annotations": str(annotations)})
+    summary = evaluate_cross_task(config, "uniav", weights=cross_model["uniav"],
+                                  metrics_path=tmp_path / "out.json", progress=False)
+    assert summary["pairs"]["sed.avel"] == {"task": "sed", "names_from": "avel",
+                                            "classes": {"Speech": "car passing by"},
+                                            "own": None, "cross": None, "no_ground_truth": True}
+    assert summary["pairs"]["avel.sed"]["cross"]["vocabulary"]["prompts"] == ["Speech"]
+    assert json.loads((tmp_path / "out.json").read_text()) == summary

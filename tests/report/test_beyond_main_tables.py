@@ -365,3 +365,29 @@ def test_column_csv_headers_name_their_task() -> None:
     assert ExtraColumn("psds1", "PSDS1").csv_header == "sed psds1"
     assert ExtraColumn("f1", "F1", task="avel").csv_header == "avel f1"
     assert GroupColumn("tal", "seen", "seen", "seen avg mAP").csv_header == "tal seen avg mAP"
+
+
+def test_cross_task_pair_without_ground_truth_is_a_missing_cell(tmp_path: Path) -> None:
+    """A tiny test split may lack every class of a pair: `uniav cross-task` records the pair
+    unscored (null, no_ground_truth) and the table shows the two cells as missing, with two
+    seeds too."""
+    config = _config("seeds=[1,2]")
+    _write(config, tmp_path / "metrics", {1: 0.0, 2: 0.02})
+    for run in ("uniav.seed1", "uniav.seed2"):
+        path = cross_task_path(tmp_path / "metrics", run)
+        data = json.loads(path.read_text())
+        data["pairs"]["sed.avel"].update({"own": None, "cross": None, "no_ground_truth": True})
+        path.write_text(json.dumps(data))
+    write_tables(config, tmp_path / "metrics", tmp_path / "tables")
+    text = (tmp_path / "tables" / "cross_task.md").read_text()
+    uniav = next(row for row in _markdown_rows(text) if row[0] == "UniAV")
+    assert uniav[7:9] == ["–", "–"]                 # SED own (AVEL concepts), SED AVEL names
+    assert uniav[5] == "53.00 ± 1.41"                # SED own (TAL concepts): still scored
+    assert "A missing value: the test split has no instance of the pair's classes" in text
+    # unscored without the marker is malformed, naming the file and field
+    path = cross_task_path(tmp_path / "metrics", "uniav.seed1")
+    data = json.loads(path.read_text())
+    del data["pairs"]["sed.avel"]["no_ground_truth"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"uniav\.seed1\.cross_task\.json.*pairs\.sed\.avel\.own"):
+        load_cross_task(config, tmp_path / "metrics")

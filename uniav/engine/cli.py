@@ -107,6 +107,10 @@ def _cross_task(args: argparse.Namespace) -> int:
                                   metrics_path=args.metrics, config_path=args.config,
                                   threads=_threads(args), progress=not args.no_progress)
     for key, pair in summary["pairs"].items():
+        if pair.get("no_ground_truth"):
+            print(f"{args.experiment} {pair['task']} videos, {pair['names_from']} names: no test "
+                  f"instance of {', '.join(pair['classes'])}")
+            continue
         print(f"{args.experiment} {pair['task']} videos, {pair['names_from']} names: average "
               f"mAP {pair['cross']['average_mAP']:.4f} (own names {pair['own']['average_mAP']:.4f})")
     return 0

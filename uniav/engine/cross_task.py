@@ -22,7 +22,9 @@ alone.  The output (``results/metrics/experiments/<run>.cross_task.json``)::
                                        "own": <task metrics>, "cross": <task metrics>}}}
 
 where ``<task metrics>`` has the shape of a task's entry in ``uniav evaluate``'s metrics
-(``thresholds``, ``mAP``, ``average_mAP``, ``per_class``, ``vocabulary``...).
+(``thresholds``, ``mAP``, ``average_mAP``, ``per_class``, ``vocabulary``...).  A pair whose
+classes have no instance in the test split (a tiny split) has ``"own": null, "cross": null,
+"no_ground_truth": true``.
 """
 
 from __future__ import annotations
@@ -121,6 +123,15 @@ def evaluate_cross_task(config: Config, experiment: str, *, weights: str | Path,
                              field=f"datasets.{config.benchmark}.tasks.{task}.concepts")
         labels = list(pair.classes)
         prompts = [pair.classes[label] for label in labels]
+        present = {label for video in dataset.ground_truth() for label in video.labels}
+        if not present & set(labels):
+            # nothing to score: recorded (the table shows the cell as missing), not an error
+            LOGGER.warning("%s %s videos, %s names: no test instance of %s; not scored",
+                           experiment, task, pair.names_from, ", ".join(labels))
+            summary["pairs"][pair.key] = {"task": task, "names_from": pair.names_from,
+                                          "classes": dict(pair.classes), "own": None,
+                                          "cross": None, "no_ground_truth": True}
+            continue
         own = resolve_vocabulary(model, metadata, weights, task, VocabularyRequest(tuple(labels)),
                                  text_encoder=text_encoder)
         cross = resolve_vocabulary(model, metadata, weights, task,

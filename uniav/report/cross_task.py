@@ -69,6 +69,9 @@ def _check_pair(path: Path, pair: CrossTaskPair, entry: Any) -> None:
                          f"configuration's shared concepts are {pair.classes!r} (datasets."
                          f"<benchmark>.tasks.<task>.concepts changed?); re-run `uniav "
                          f"cross-task`", file=path, field=f"{where}.classes")
+    if entry.get("no_ground_truth") is True and entry.get("own") is None \
+            and entry.get("cross") is None:
+        return   # the test split has no instance of the pair's classes: nothing was scored
     for kind in ("own", "cross"):
         _check_task_metrics(path, f"{where}.{kind}", entry.get(kind))
 
@@ -132,6 +135,9 @@ def load_cross_task(config: Config, metrics_dir: str | Path,
                 if len(runs) == 1:
                     entry[kind] = first["pairs"][pair.key][kind]
                     continue
+                if any(data["pairs"][pair.key][kind] is None for _, data in runs):
+                    entry[kind] = std_entry[kind] = None   # unscored in some run: missing
+                    continue
                 entry[kind], std_entry[kind] = _aggregate_task(
                     [data["pairs"][pair.key][kind] for _, data in runs],
                     f"pairs.{pair.key}.{kind}.thresholds")
@@ -176,7 +182,8 @@ def build_cross_task_table(config: Config, data: dict[str, dict[str, Any]],
             key, kind = column.key.rsplit(".", 1)
             experiment = source.get(column.task)
             entry = data[experiment]["pairs"].get(key) if experiment in data else None
-            values[column] = None if entry is None else number_or_none(entry[kind]["average_mAP"])
+            scored = None if entry is None else entry.get(kind)
+            values[column] = None if scored is None else number_or_none(scored["average_mAP"])
             if several and entry is not None:
                 std = spread.std.get(experiment, {}).get("pairs", {}).get(key, {})  # type: ignore[union-attr]
                 spreads[column] = number_or_none((std.get(kind) or {}).get("average_mAP"))
@@ -184,7 +191,8 @@ def build_cross_task_table(config: Config, data: dict[str, dict[str, Any]],
                               {t: e for t, e in source.items() if t in tasks}, spreads))
     used = {e: data[e] for s in sources for t, e in s.items() if t in tasks and e in data}
     thresholds = caption_thresholds({t: [m["pairs"][p.key]["own"] for m in used.values()
-                                         for p in pairs if p.task == t and p.key in m["pairs"]]
+                                         for p in pairs if p.task == t and p.key in m["pairs"]
+                                         and m["pairs"][p.key].get("own") is not None]
                                      for t in tasks})
     listed = "; ".join(
         f"{group_header(p.task)} {_items(p.task)} with {group_header(p.names_from)} names: "
@@ -204,6 +212,9 @@ def build_cross_task_table(config: Config, data: dict[str, dict[str, Any]],
         f"(the task's class→the other task's name): {listed}. "
         + caption_setting(config, [str(m.get("split", "test")) for m in used.values()], tasks)
         + f" Protocol: {describe_protocol(config, tasks)}.")
+    if any(value is None for row in table_rows for value in row.values.values()):
+        caption += (" A missing value: the test split has no instance of the pair's classes "
+                    "(or the model does not have the task).")
     seeds = list(spread.seeds) if several else []  # type: ignore[union-attr]
     if seeds:
         caption += spread.caption()  # type: ignore[union-attr]
