@@ -109,14 +109,18 @@ def test_other_seed_runs_with_its_own_settings_and_paths():
         "results/models/single_tal/model.safetensors", "results/models/single_tal/training.json",
         "results/models/single_tal.seed7/model.safetensors",
         "results/models/single_tal.seed7/training.json"]
-    assert len(plan.metrics_files()) == 2 * len(plan.experiments()) == 12
+    assert len(plan.metrics_files()) == 2 * len(plan.experiments()) == 2 * 14
+    assert plan.cross_task_files()[:2] == [
+        "results/metrics/experiments/single_tal.cross_task.json",
+        "results/metrics/experiments/single_tal.seed7.cross_task.json"]
+    assert len(plan.table_inputs()["cross_task"]) == 2 * 5
     assert "results/predictions/uniav.seed7" in plan.prediction_dirs()
     assert plan.experiment_inputs("uniav.seed7") == plan.experiment_inputs("uniav")
     assert plan.train_launcher("uniav.seed7") == "uniav"
     metrics = plan.table_inputs()["metrics"]
     assert metrics[:2] == ["results/metrics/experiments/single_tal.json",
                            "results/metrics/experiments/single_tal.seed7.json"]
-    assert len(metrics) == 12
+    assert len(metrics) == 2 * 14   # every experiment is in a table
     figures = plan.figure_inputs()
     assert "results/models/uniav.seed7/training.json" in figures["training"]
     assert "results/metrics/experiments/uniav.seed7.json" in figures["metrics"]
