@@ -26,7 +26,7 @@ from uniav.config import Config, experiment_runs, run_seeds
 from uniav.data.concepts import CrossTaskPair, cross_task_pairs
 from uniav.errors import InputError
 from uniav.fileio import load_json_file
-from uniav.report.metrics import _check_protocol, number_or_none
+from uniav.report.metrics import _check_protocol, check_task_metrics, number_or_none
 from uniav.report.seeds import Spread, _aggregate_task
 from uniav.report.table_data import (GroupColumn, Row, Table, caption_setting, caption_thresholds,
                                      cross_task_experiments, describe_protocol, group_header,
@@ -39,21 +39,6 @@ ITEMS = {"sed": "clips"}
 def cross_task_path(metrics_dir: str | Path, run: str) -> Path:
     """``<metrics_dir>/<run>.cross_task.json``."""
     return Path(metrics_dir) / f"{run}.cross_task.json"
-
-
-def _check_task_metrics(path: Path, where: str, metrics: Any) -> None:
-    if not isinstance(metrics, dict):
-        raise InputError("expected an object with 'thresholds', 'mAP' and 'average_mAP'",
-                         file=path, field=where)
-    thresholds, values = metrics.get("thresholds"), metrics.get("mAP")
-    if not isinstance(thresholds, list) or not isinstance(values, list):
-        raise InputError("needs 'thresholds' and 'mAP' lists", file=path, field=where)
-    if len(thresholds) != len(values):
-        raise InputError(f"{len(thresholds)} thresholds but {len(values)} mAP values",
-                         file=path, field=f"{where}.mAP")
-    if number_or_none(metrics.get("average_mAP")) is None:
-        raise InputError("'average_mAP' must be a number", file=path,
-                         field=f"{where}.average_mAP")
 
 
 def _check_pair(path: Path, pair: CrossTaskPair, entry: Any) -> None:
@@ -73,7 +58,10 @@ def _check_pair(path: Path, pair: CrossTaskPair, entry: Any) -> None:
             and entry.get("cross") is None:
         return   # the test split has no instance of the pair's classes: nothing was scored
     for kind in ("own", "cross"):
-        _check_task_metrics(path, f"{where}.{kind}", entry.get(kind))
+        check_task_metrics(path, f"{where}.{kind}", entry.get(kind))
+        if number_or_none(entry[kind]["average_mAP"]) is None:   # unlike metrics: no NaN
+            raise InputError("'average_mAP' must be a number", file=path,
+                             field=f"{where}.{kind}.average_mAP")
 
 
 def read_cross_task_file(config: Config, path: str | Path, experiment: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def load_metrics(metrics_dir: str | Path, experiments: Iterable[str], *,
         if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
             raise InputError("expected an object with a 'tasks' mapping", file=path, field="tasks")
         for task, task_metrics in data["tasks"].items():
-            _check_task_metrics(path, task, task_metrics)
+            check_task_metrics(path, f"tasks.{task}", task_metrics)
         if protocol is not None:
             _check_protocol(path, data, protocol)
         metrics[name] = data
@@ -69,17 +69,21 @@ def _check_protocol(path: Path, data: dict[str, Any], protocol: str) -> None:
                          f"protocol: {found})", file=path, field="protocol")
 
 
-def _check_task_metrics(path: Path, task: str, task_metrics: Any) -> None:
-    where = f"tasks.{task}"
+def check_task_metrics(path: Path, where: str, task_metrics: Any) -> None:
+    """Refuse task metrics (at field ``where`` of ``path``) without ``thresholds`` and ``mAP``
+    lists of one length and a numeric ``average_mAP`` (NaN passes: a value the tables leave
+    out) - a metrics file's ``tasks.<task>``, a cross-task file's ``pairs.<pair>.own`` /
+    ``.cross``."""
     if not isinstance(task_metrics, dict):
-        raise InputError("expected an object", file=path, field=where)
+        raise InputError("expected an object with 'thresholds', 'mAP' and 'average_mAP'",
+                         file=path, field=where)
     thresholds, values = task_metrics.get("thresholds"), task_metrics.get("mAP")
     if not isinstance(thresholds, list) or not isinstance(values, list):
         raise InputError("needs 'thresholds' and 'mAP' lists", file=path, field=where)
     if len(thresholds) != len(values):
         raise InputError(f"{len(thresholds)} thresholds but {len(values)} mAP values",
                          file=path, field=f"{where}.mAP")
-    if not isinstance(task_metrics.get("average_mAP"), (int, float)):
+    if not isinstance(task_metrics.get("average_mAP"), (int, float)):   # NaN: "no value"
         raise InputError("'average_mAP' must be a number", file=path, field=f"{where}.average_mAP")
 
 
