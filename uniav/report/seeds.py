@@ -54,6 +54,15 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(variance)
 
 
+def mean_std_lists(rows: list[list[Any]], length: int
+                   ) -> tuple[list[float | None], list[float | None]]:
+    """Position by position over ``length`` positions, the mean and sample standard deviation
+    of the runs' lists (:func:`mean_std`; a run's list too short counts as missing there)."""
+    pairs = [mean_std([row[i] if i < len(row) else None for row in rows])
+             for i in range(length)]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
 def _aggregate_task(runs: list[dict[str, Any]], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     first = runs[0]
     thresholds = [float(t) for t in first["thresholds"]]
@@ -86,10 +95,7 @@ def _aggregate_task(runs: list[dict[str, Any]], where: str) -> tuple[dict[str, A
             length = len(values) if isinstance(values, list) else 1
             rows = [(c.get(label) if isinstance(c.get(label), list) else [c.get(label)])
                     for c in classes]
-            pairs = [mean_std([row[i] if i < len(row) else None for row in rows])
-                     for i in range(length)]
-            mean["per_class"][label] = [m for m, _ in pairs]
-            std["per_class"][label] = [s for _, s in pairs]
+            mean["per_class"][label], std["per_class"][label] = mean_std_lists(rows, length)
     return mean, std
 
 
@@ -117,10 +123,8 @@ def _aggregate_groups(groups: list[dict[str, Any]]) -> tuple[dict[str, Any], dic
             [r.get("average_mAP") for r in runs])
         lists = [r.get("mAP") for r in runs]
         if all(isinstance(values, list) for values in lists):
-            length = len(lists[0])  # type: ignore[arg-type]
-            pairs = [mean_std([values[i] if i < len(values) else None  # type: ignore[index]
-                               for values in lists]) for i in range(length)]
-            mean[name]["mAP"], std[name]["mAP"] = [m for m, _ in pairs], [s for _, s in pairs]
+            mean[name]["mAP"], std[name]["mAP"] = mean_std_lists(
+                lists, len(lists[0]))  # type: ignore[arg-type]
         else:
             mean[name]["mAP"], std[name]["mAP"] = None, None
     return mean, std
